@@ -1,0 +1,24 @@
+from .attention import attend, attention_weights, merge_heads, split_heads
+from .builder import build_or_default, reinit_custom_modules
+from .detectors import EffDeformableDETR, EffDETR, EffDINO
+from .layers import (EffDeformableDetrTransformerDecoder,
+                     EffDeformableDetrTransformerDecoderLayer,
+                     EffDeformableDetrTransformerEncoder,
+                     EffDeformableDetrTransformerEncoderLayer,
+                     EffDetrTransformerDecoder, EffDetrTransformerDecoderLayer,
+                     EffDetrTransformerEncoder, EffDetrTransformerEncoderLayer,
+                     EffDinoTransformerDecoder)
+from .masks import num_valid, valid_mask
+from .tokens import gather_tokens, scatter_tokens
+
+__all__ = [
+    'attend', 'attention_weights', 'merge_heads', 'split_heads',
+    'valid_mask', 'num_valid', 'gather_tokens', 'scatter_tokens',
+    'build_or_default', 'reinit_custom_modules', 'EffDETR',
+    'EffDeformableDETR', 'EffDINO', 'EffDetrTransformerEncoder',
+    'EffDetrTransformerEncoderLayer', 'EffDetrTransformerDecoder',
+    'EffDetrTransformerDecoderLayer', 'EffDeformableDetrTransformerEncoder',
+    'EffDeformableDetrTransformerEncoderLayer',
+    'EffDeformableDetrTransformerDecoder',
+    'EffDeformableDetrTransformerDecoderLayer', 'EffDinoTransformerDecoder'
+]

@@ -1,5 +1,7 @@
 from .attention import attend, attention_weights, merge_heads, split_heads
 from .builder import build_or_default, reinit_custom_modules
+from .deform_sampling import (deform_sampling_locations,
+                              multi_scale_bilinear_sample)
 from .detectors import EffDeformableDETR, EffDETR, EffDINO
 from .layers import (EffDeformableDetrTransformerDecoder,
                      EffDeformableDetrTransformerDecoderLayer,
@@ -14,6 +16,7 @@ from .tokens import gather_tokens, scatter_tokens
 __all__ = [
     'attend', 'attention_weights', 'merge_heads', 'split_heads',
     'valid_mask', 'num_valid', 'gather_tokens', 'scatter_tokens',
+    'deform_sampling_locations', 'multi_scale_bilinear_sample',
     'build_or_default', 'reinit_custom_modules', 'EffDETR',
     'EffDeformableDETR', 'EffDINO', 'EffDetrTransformerEncoder',
     'EffDetrTransformerEncoderLayer', 'EffDetrTransformerDecoder',

@@ -449,3 +449,27 @@ def test_focus_encoder_is_registered_and_builds_standalone():
     out = enc(x, torch.zeros_like(x), None, shapes, torch.tensor([0, 16]),
               torch.ones(1, 2, 2), selection=s, fg_logits=logits)
     assert out.shape == x.shape
+
+
+def test_focus_encoder_with_kd_attention_from_config():
+    if MODELS.get('KDAttention') is None:
+        pytest.skip('KDAttention (Lite DETR) is not available')
+    cfg = _tiny_cfg()
+    cfg.encoder.layer_cfg.self_attn_cfg.type = 'KDAttention'
+    model = _build(cfg)
+    attn = model.encoder.layers[0].self_attn
+    assert type(attn).__name__ == 'KDAttention'
+    samples = det_samples([(96, 128), (80, 100)],
+                          boxes=[[[10, 10, 60, 50]], [[5, 5, 40, 70]]],
+                          labels=[[1], [2]])
+    model.train()
+    losses = model.loss(torch.rand(2, 3, 96, 128), copy.deepcopy(samples))
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    assert torch.isfinite(total)
+    total.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0
+               for p in attn.parameters())
+    model.eval()
+    with torch.no_grad():
+        res = model.predict(torch.rand(2, 3, 96, 128), samples)
+    assert len(res) == 2

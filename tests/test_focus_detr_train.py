@@ -44,3 +44,19 @@ def test_tiny_focus_detr_trains_and_evaluates(shapes_root, tmp_path):
     with open(results[0]) as f:
         metrics = json.load(f)
     assert 0.0 <= metrics['coco/bbox_mAP'] <= 1.0
+
+
+def test_visualize_focus_tokens_tool(shapes_root, tmp_path):
+    img = sorted(glob.glob(osp.join(shapes_root, 'val', '*.jpg')))[0]
+    out, js = str(tmp_path / 'tokens.png'), str(tmp_path / 'tokens.json')
+    python_tool('tools/analysis_tools/visualize_focus_tokens.py', CFG,
+                '--img', img, '--out', out, '--json', js)
+    assert osp.getsize(out) > 1000
+    with open(js) as f:
+        summary = json.load(f)
+    n = sum(summary['tokens_per_level'])
+    # the tiny config keeps floor(0.5 * N) + 1 tokens in layer 0 and
+    # int(0.6 * that) in layer 1 (an unpadded single image)
+    k0 = n // 2 + 1
+    assert sum(summary['kept_per_level']) == k0
+    assert summary['updates_per_layer'] == [k0, int(0.6 * k0)]

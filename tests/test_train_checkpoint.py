@@ -3,6 +3,7 @@ import glob
 import json
 import os.path as osp
 
+import pytest
 import torch
 from helpers import python_tool, shapes_options
 
@@ -37,13 +38,19 @@ def test_train_resume_load_from_and_test(shapes_root, tmp_path):
     step = [v['step'] for v in state2['optimizer']['state'].values()]
     assert max(float(s) for s in step) == 4  # Adam steps continued from 2
 
-    # load_from: weights only, a fresh schedule
+    # load_from: weights only, a fresh schedule; with --auto-scale-lr at
+    # half the config's batch the lr is halved
     work3 = str(tmp_path / 'ft')
     out = python_tool('tools/train.py', CFG, '--work-dir', work3,
-                      '--cfg-options', f'load_from={ckpt}', *opts).stdout
+                      '--auto-scale-lr', '--cfg-options', f'load_from={ckpt}',
+                      *shapes_options(shapes_root, epochs=1,
+                                      batch_size=2)).stdout
     assert 'Load checkpoint from' in out
+    assert 'Scaling the original LR by 0.5' in out
     state3 = torch.load(_last_ckpt(work3), map_location='cpu')
-    assert state3['meta']['iter'] == 2
+    assert state3['meta']['iter'] == 4
+    assert state3['optimizer']['param_groups'][-1]['lr'] == \
+        pytest.approx(1e-4)
 
     # tools/test.py CONFIG CKPT evaluates and writes the metrics
     work4 = str(tmp_path / 'test')

@@ -3,6 +3,7 @@ the CUDA-op path) and smoke tests of get_flops.py / benchmark.py."""
 import json
 import math
 import os.path as osp
+import warnings
 
 import mmcv.ops.multi_scale_deform_attn as msda_mod
 import pytest
@@ -241,6 +242,28 @@ def test_act_attention_uses_its_flop_count():
     with torch.no_grad():
         out = attn(x)
     assert res.total == attn.flop_count((x, ), {}, out)
+
+
+def test_kd_attention_uses_its_flop_count():
+    if 'KDAttention' not in MODELS.module_dict:
+        pytest.skip('KDAttention not registered')
+    _, kw = _msda_call()
+    kda = MODELS.build(
+        dict(
+            type='KDAttention',
+            embed_dims=C,
+            num_heads=HEADS,
+            num_levels=LEVELS,
+            num_points=POINTS,
+            batch_first=True)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', UserWarning)  # no trace fallback
+        res = count_flops(kda, **kw)
+    assert res.override_calls == {'KDAttention': 1}
+    assert 'grid_sampler' in res.dropped  # its traced core was replaced
+    with torch.no_grad():
+        out = kda(**kw)
+    assert res.total == kda.flop_count((), kw, out)
 
 
 # -------------------------------------------------- DINO encoder formula

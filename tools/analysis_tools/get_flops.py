@@ -94,7 +94,15 @@ def main():
     data = preprocess(model, synthetic_images(shape, img_path=args.img))
     meta = data['data_samples'][0].metainfo
     counter = FlopCounter(model, DETECTOR_PARTS)
-    result = counter.count(data['inputs'], data['data_samples'], mode='tensor')
+    try:
+        result = counter.count(
+            data['inputs'], data['data_samples'], mode='tensor')
+    except RuntimeError as e:
+        if 'out of range' in str(e):
+            sys.exit(f'{e}\nThe input {meta["img_shape"]} may give fewer '
+                     'encoder tokens than the top-k query selection needs '
+                     '(num_queries); try a larger --shape.')
+        raise
     params = params_by_part(model, DETECTOR_PARTS)
     title = (f'{osp.basename(args.config)}: input {meta["img_shape"]}, '
              f'padded {meta["batch_input_shape"]} (1 GFLOP = 1e9 '

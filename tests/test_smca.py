@@ -414,3 +414,29 @@ def test_flop_count_hand_computed():
     # + alpha products: 2 heads * 2 queries * 6 keys = 24
     assert attn.flop_count((q, k, k), dict(level_sizes=[4, 2]),
                            None) == 64 + 192 + 96 + 24
+
+
+# ---------------------------------------------------------- visualisation
+@pytest.mark.parametrize('cfg_path', [SINGLE, MULTI])
+def test_gaussian_map_pictures(cfg_path, tmp_path):
+    from efficient_detr_mm.visualization.smca import (draw_smca_maps,
+                                                      smca_gaussian_maps)
+    model = _model(cfg_path)
+    shapes = [(128, 192), (64, 128)]
+    inputs = torch.rand(2, 3, 128, 192)
+    res = smca_gaussian_maps(model, inputs, det_samples(shapes), topk=3)
+    assert res['stride'] == 32
+    h, w = res['spatial_shape']
+    assert (h, w) == (4, 6)
+    assert res['maps'].shape == (2, 3, 8, h, w)
+    assert torch.all((res['maps'] > 0) & (res['maps'] <= 1))
+    assert res['boxes'].shape == (2, 3, 4)
+    out = tmp_path / 'maps.png'
+    draw_smca_maps(
+        (inputs[0].permute(1, 2, 0) * 255).byte().numpy(),
+        res['maps'][0].numpy(),
+        res['boxes'][0].numpy(),
+        str(out),
+        scores=res['scores'][0].tolist(),
+        pad_shape=(128, 192))
+    assert out.stat().st_size > 0

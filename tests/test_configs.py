@@ -47,3 +47,36 @@ def test_dc5_backbone_dilated():
     assert tuple(cfg.model.backbone.strides) == (1, 2, 2, 1)
     assert tuple(cfg.model.backbone.dilations) == (1, 1, 1, 2)
     assert cfg.train_cfg.max_epochs == 500
+
+
+BASELINE_SHAPES = [
+    c for c in CONFIGS if c.endswith('_shapes.py') and c.split('/')[0] in (
+        'detr', 'deformable_detr', 'dino')
+]
+
+
+@pytest.mark.parametrize('rel', BASELINE_SHAPES)
+def test_baseline_shapes_config_trains(rel):
+    """A few optimiser steps of the tiny model on one fixed batch lower the
+    loss (the model, optimiser and losses of the config work on CPU)."""
+    import torch
+    from helpers import det_samples
+    from mmengine.optim import build_optim_wrapper
+    torch.manual_seed(0)
+    cfg = load_config(rel)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.train()
+    optim = build_optim_wrapper(model, cfg.optim_wrapper)
+    inputs = torch.rand(2, 3, 96, 96)
+    samples = det_samples([(96, 96), (96, 80)],
+                          boxes=[[[8, 8, 60, 50], [50, 40, 90, 90]],
+                                 [[20, 10, 70, 80]]],
+                          labels=[[0, 3], [5]])
+    losses = []
+    for _ in range(6):
+        loss, _ = model.parse_losses(model.loss(inputs, samples))
+        optim.update_params(loss)
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert min(losses[-2:]) < losses[0], losses

@@ -3,12 +3,14 @@ multi-scale SMCA, same tiny backbone (ResNet-18 from scratch), width,
 decoder depth, query count, optimiser and number of iterations; COCO box AP
 on the val split every ``--eval-interval`` iterations.
 
-    python projects/shapes/convergence_study.py --iters 1200 --out /tmp/conv
+    python projects/shapes/convergence_study.py --iters 800 --out /tmp/conv
 
 prints the AP table, writes ``ap_vs_iter.png``, ``results.json`` and
 ``results.md`` into ``--out`` (each model's mmengine work dir is under it).
-Re-running with the same ``--out`` retrains (use ``--plot-only`` to redraw
-from the logs).  Runs on CPU by default; ``--device cuda`` where available.
+Re-running with the same ``--out`` retrains (``--plot-only`` redraws the
+table and plot from the logs, e.g. after training the models in parallel
+with one ``--models NAME`` process each).  Runs on CPU by default;
+``--device cuda`` where available.
 """
 import argparse
 import glob
@@ -35,7 +37,7 @@ KEYS = {
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--iters', type=int, default=1200)
+    p.add_argument('--iters', type=int, default=800)
     p.add_argument('--eval-interval', type=int, default=None,
                    help='default: iters // 5')
     p.add_argument('--out', default='work_dirs/smca_convergence')
@@ -192,6 +194,11 @@ def main():
             print(f'[{time.strftime("%H:%M:%S")}] training {name} for '
                   f'{args.iters} iterations -> {work_dir}', flush=True)
             rec['seconds'] = train(cfg_file, work_dir, args.device)
+            with open(osp.join(work_dir, 'study_time.json'), 'w') as f:
+                json.dump(dict(seconds=rec['seconds']), f)
+        elif osp.exists(osp.join(work_dir, 'study_time.json')):
+            with open(osp.join(work_dir, 'study_time.json')) as f:
+                rec['seconds'] = json.load(f)['seconds']
         rec['curve'] = read_curve(work_dir)
         results[name] = rec
         print(table({name: rec}), flush=True)

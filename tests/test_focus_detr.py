@@ -160,6 +160,24 @@ def test_top_down_modulation_uses_upsampled_coarser_logits():
     assert sel.alpha.grad is not None and sel.alpha.grad.abs().sum() > 0
 
 
+def test_scorer_global_mean_ignores_padded_tokens():
+    torch.manual_seed(0)
+    sel = ForegroundTokenSelector(embed_dims=32, num_levels=1, cascade=[1.0])
+    z = torch.randn(1, 12, 32)  # a 3 x 4 map whose last row is padding
+    valid = torch.ones(1, 12, dtype=torch.bool)
+    valid[:, 8:] = False
+    with torch.no_grad():
+        padded = sel.score(z, torch.tensor([[3, 4]]), valid)
+        alone = sel.score(z[:, :8], torch.tensor([[2, 4]]))
+        counted = sel.score(z, torch.tensor([[3, 4]]))  # padding counted
+    torch.testing.assert_close(padded[:, :8], alone)
+    assert not torch.allclose(counted[:, :8], alone)
+    # the padded tokens are never selected
+    out = sel.select(padded, ~valid)
+    assert out['budget'].tolist() == [5]
+    assert (out['indices'] < 8).all()
+
+
 # ------------------------------------------------------------ FTS labels
 
 

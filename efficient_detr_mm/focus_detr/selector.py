@@ -7,6 +7,7 @@ selection of the encoder layers.
 """
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from mmdet.registry import MODELS
@@ -202,11 +203,8 @@ class ForegroundTokenSelector(BaseModule):
     def layer_sizes(self, n_b: Tensor) -> List[int]:
         """Batch-wide gather sizes ``k_l = int(c_l * max_b n_b)`` (float32
         product, truncated, as in the official code)."""
-        k = n_b.max().float()
-        return [
-            int(torch.floor(k * torch.tensor(c, dtype=torch.float32)))
-            for c in self.cascade
-        ]
+        k = np.float32(int(n_b.max()))  # the one host sync of the budget
+        return [int(np.float32(c) * k) for c in self.cascade]
 
     def select(self,
                logits: Tensor,

@@ -308,9 +308,11 @@ class FlopCounter:
         # mmdet calls some parts as ``part.forward(...)`` (e.g.
         # ``bbox_head.forward`` in ``_forward``), which skips module hooks:
         # wrap those parts' ``forward`` so the scope is pushed either way.
+        wrapped_parts = []
         for part in self.parts:
             module = getattr(self.model, part, None)
             if isinstance(module, nn.Module):
+                wrapped_parts.append((module, module.__dict__.get('forward')))
                 module.forward = _scoped_forward(module.forward, part, stack,
                                                  push, module)
         wrapper = _TraceCall(self.model, args, kwargs)
@@ -323,10 +325,10 @@ class FlopCounter:
         finally:
             for h in handles:
                 h.remove()
-            for part in self.parts:
-                module = getattr(self.model, part, None)
-                if isinstance(module, nn.Module):
-                    del module.forward
+            for module, own_forward in wrapped_parts:
+                del module.forward
+                if own_forward is not None:  # an instance-level forward
+                    module.forward = own_forward
         self._count_graph(graph, set(overrides), result)
         result.by_part[TOTAL] = sum(v for k, v in result.by_part.items()
                                     if k != TOTAL)

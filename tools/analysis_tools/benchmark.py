@@ -111,8 +111,11 @@ def main():
     device = (
         torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu, '
         f'{torch.get_num_threads()} threads')
+    precision = ('fp32' if not args.fp16 else
+                 'fp16 autocast' if args.device == 'cuda' else
+                 'bf16 autocast')
     title = (f'{device}, input {args.shape[0]}x{args.shape[1]}, batch '
-             f'{args.batch_size}, {"fp16 autocast" if args.fp16 else "fp32"}'
+             f'{args.batch_size}, {precision}'
              f', {args.warmup} warm-up + {args.repeats} interleaved rounds')
     print(format_results(results, title))
     if args.breakdown:

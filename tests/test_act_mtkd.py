@@ -1,0 +1,147 @@
+"""MTKD: the distillation loss, ACTDETR's MTKD mode and MTKDHook (C2)."""
+import copy
+import logging
+import types
+
+import pytest
+import torch
+from helpers import det_samples, load_config
+from mmdet.registry import HOOKS, MODELS
+
+from efficient_detr_mm.act import ACTDETR, MTKDLoss
+
+CFG = 'act/act-l16_r18-tiny-dc5_1xb4-12e_shapes.py'
+
+
+def test_mtkd_loss_hand_computed():
+    s = torch.zeros(2, 1, 1, 4)
+    t = torch.zeros(2, 1, 1, 4)
+    s[-1, ..., 0] = 0.4  # last layer: one coordinate off by 0.4
+    s[0, ..., 1] = 0.2  # first layer: one coordinate off by 0.2
+    mse = MTKDLoss()(s, t)['loss_kd']
+    assert mse.item() == pytest.approx(0.16 / 4)
+    l1 = MTKDLoss(loss_type='l1', loss_weight=2.0)(s, t)['loss_kd']
+    assert l1.item() == pytest.approx(2.0 * 0.4 / 4)
+    every = MTKDLoss(all_layers=True)(s, t)['loss_kd']
+    assert every.item() == pytest.approx((0.16 + 0.04) / 8)
+    cls_s = torch.zeros(2, 1, 1, 3)
+    out = MTKDLoss(cls_weight=1.0)(s, t, cls_s, cls_s.clone())
+    assert out['loss_kd_cls'].item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match='loss_type'):
+        MTKDLoss(loss_type='kl')
+
+
+def _model_and_batch():
+    torch.manual_seed(0)
+    model = MODELS.build(load_config(CFG).model)
+    model.init_weights()
+    model.train()
+    samples = det_samples([(96, 128), (80, 100)],
+                          boxes=[[[10, 10, 50, 60]], [[5, 8, 40, 30]]],
+                          labels=[[1], [3]])
+    data = model.data_preprocessor(
+        dict(
+            inputs=[torch.randint(0, 255, (3, 96, 128), dtype=torch.uint8),
+                    torch.randint(0, 255, (3, 80, 100), dtype=torch.uint8)],
+            data_samples=samples), True)
+    return model, data['inputs'], data['data_samples']
+
+
+def _backward(losses):
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    total.backward()
+    return total
+
+
+@pytest.mark.parametrize('train_teacher', [True, False])
+def test_shared_weights_mtkd_losses_and_no_unused_parameters(train_teacher):
+    model, inputs, samples = _model_and_batch()
+    model.set_mtkd(train_teacher_branch=train_teacher)
+    losses = model.loss(inputs, copy.deepcopy(samples))
+    keys = set(losses)
+    assert {'student.loss_cls', 'student.loss_bbox', 'student.loss_iou',
+            'loss_kd'} <= keys
+    assert ('teacher.loss_cls' in keys) == train_teacher
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    _backward(losses)
+    unused = [
+        n for n, p in model.named_parameters()
+        if p.requires_grad and p.grad is None
+    ]
+    assert unused == []  # DDP without find_unused_parameters works
+    # the switch is restored: ACT on for evaluation
+    assert all(m.enabled for m in model.act_layers())
+    assert model.act_layers()[0].last_num_prototypes is not None
+
+
+def test_distillation_gradient_follows_teacher_detach():
+    model, inputs, samples = _model_and_batch()
+    for m in model.act_layers():
+        m.seed = 0  # same clusters in both runs
+    model.set_mtkd(
+        student_weight=0.0, teacher_weight=0.0, teacher_detach=True)
+    losses = model.loss(inputs, copy.deepcopy(samples))
+    assert losses['loss_kd'].requires_grad
+    # teacher = same weights with ACT off, so with the teacher detached the
+    # KD gradient only reaches the parameters through the student branch;
+    # weights 0 for the set losses: grads come from loss_kd only
+    _backward(losses)
+    g_detached = model.query_embedding.weight.grad.clone()
+    model.zero_grad()
+    model.set_mtkd(
+        student_weight=0.0, teacher_weight=0.0, teacher_detach=False)
+    losses = model.loss(inputs, copy.deepcopy(samples))
+    _backward(losses)
+    g_both = model.query_embedding.weight.grad
+    assert not torch.allclose(g_detached, g_both)
+
+
+def test_set_mtkd_rejects_unknown_option():
+    model, _, _ = _model_and_batch()
+    with pytest.raises(ValueError, match='allowed'):
+        model.set_mtkd(kd_weight=1.0)
+
+
+def _runner(model):
+    cfg = types.SimpleNamespace(model=copy.deepcopy(load_config(CFG).model))
+    return types.SimpleNamespace(
+        model=model, cfg=cfg, logger=logging.getLogger('mtkd-test'))
+
+
+def test_hook_with_frozen_teacher_from_checkpoint(tmp_path):
+    model, inputs, samples = _model_and_batch()
+    torch.manual_seed(1)
+    teacher_src = MODELS.build(load_config(CFG).model)
+    teacher_src.init_weights()
+    ckpt = str(tmp_path / 'teacher.pth')
+    torch.save(dict(state_dict=teacher_src.state_dict(), meta=dict()), ckpt)
+    hook = HOOKS.build(dict(type='MTKDHook', teacher_checkpoint=ckpt))
+    keys_before = set(model.state_dict())
+    n_params = len(list(model.parameters()))
+    hook.before_train(_runner(model))
+    teacher = model._mtkd['teacher']
+    assert isinstance(teacher, ACTDETR) and not teacher.training
+    assert torch.equal(teacher.query_embedding.weight,
+                       teacher_src.query_embedding.weight)
+    assert all(not p.requires_grad for p in teacher.parameters())
+    # the teacher is not part of the student (state dict, DDP params)
+    assert set(model.state_dict()) == keys_before
+    assert len(list(model.parameters())) == n_params
+    losses = model.loss(inputs, copy.deepcopy(samples))
+    assert not any(k.startswith('teacher.') for k in losses)
+    assert 'loss_kd' in losses and 'student.loss_cls' in losses
+    _backward(losses)
+    assert all(p.grad is None for p in teacher.parameters())
+    hook.after_train(_runner(model))
+    assert not model.mtkd_enabled
+
+
+def test_hook_needs_an_act_detector_and_valid_loss():
+    hook = HOOKS.build(dict(type='MTKDHook'))
+    with pytest.raises(TypeError, match='ACTDETR'):
+        hook.before_train(_runner(torch.nn.Linear(2, 2)))
+    with pytest.raises(ValueError, match='loss_type'):
+        HOOKS.build(
+            dict(
+                type='MTKDHook',
+                distill_loss=dict(type='MTKDLoss', loss_type='huber')))

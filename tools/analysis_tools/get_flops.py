@@ -55,7 +55,11 @@ def parse_args():
         nargs=2,
         metavar=('H', 'W'),
         help='input size; default 800 1333 (or the --img size)')
-    parser.add_argument('--img', help='count on this image instead of noise')
+    parser.add_argument(
+        '--img',
+        nargs='+',
+        help='count on these images instead of noise (resized to --shape '
+        'if given) and average')
     parser.add_argument('--checkpoint', help='optional weights')
     parser.add_argument(
         '--ops', action='store_true', help='also print MACs per operator')
@@ -84,16 +88,10 @@ def format_table(rows, macs, params, title):
     return '\n'.join(lines)
 
 
-def main():
-    args = parse_args()
-    MMLogger.get_instance('mmengine').setLevel(logging.WARNING)
-    cfg = load_config(args.config, args.cfg_options)
-    shape = tuple(args.shape) if args.shape else (
-        None if args.img else (800, 1333))
-    model = build_detector(cfg, args.checkpoint)
-    data = preprocess(model, synthetic_images(shape, img_path=args.img))
+def count_one(counter, model, images):
+    """Split of one image; exits with a hint if the input is too small."""
+    data = preprocess(model, images)
     meta = data['data_samples'][0].metainfo
-    counter = FlopCounter(model, DETECTOR_PARTS)
     try:
         result = counter.count(
             data['inputs'], data['data_samples'], mode='tensor')
@@ -103,16 +101,42 @@ def main():
                      'encoder tokens than the top-k query selection needs '
                      '(num_queries); try a larger --shape.')
         raise
+    return result, meta
+
+
+def main():
+    args = parse_args()
+    MMLogger.get_instance('mmengine').setLevel(logging.WARNING)
+    cfg = load_config(args.config, args.cfg_options)
+    shape = tuple(args.shape) if args.shape else (
+        None if args.img else (800, 1333))
+    model = build_detector(cfg, args.checkpoint)
+    counter = FlopCounter(model, DETECTOR_PARTS)
+    runs = [
+        count_one(counter, model, synthetic_images(shape, img_path=img))
+        for img in (args.img or [None])
+    ]
+    result, meta = runs[0]
+    mean = {
+        k: round(sum(r.by_part[k] for r, _ in runs) / len(runs))
+        for k in counter.rows()
+    }
     params = params_by_part(model, DETECTOR_PARTS)
-    title = (f'{osp.basename(args.config)}: input {meta["img_shape"]}, '
-             f'padded {meta["batch_input_shape"]} (1 GFLOP = 1e9 '
+    if len(runs) == 1:
+        what = (f'input {meta["img_shape"]}, padded '
+                f'{meta["batch_input_shape"]}')
+    else:
+        what = f'mean of {len(runs)} images'
+    title = (f'{osp.basename(args.config)}: {what} (1 GFLOP = 1e9 '
              'multiply-adds)')
-    print(format_table(counter.rows(), result.by_part, params, title))
+    print(format_table(counter.rows(), mean, params, title))
+    first = ' (first image)' if len(runs) > 1 else ''
     if result.override_calls:
-        print('counted by override: ' + ', '.join(
+        print(f'counted by override{first}: ' + ', '.join(
             f'{k} x{v} = {result.by_op["override:" + k] / 1e9:.3f} G'
             for k, v in sorted(result.override_calls.items())))
     if args.ops:
+        print(f'MACs per operator{first}:')
         for op, v in result.by_op.most_common():
             print(f'  {op:<50} {v / 1e9:>10.3f} G')
     skipped = sorted(k for k in result.unsupported
@@ -127,10 +151,17 @@ def main():
                     config=args.config,
                     img_shape=list(meta['img_shape']),
                     batch_input_shape=list(meta['batch_input_shape']),
-                    flops=dict(result.by_part),
+                    flops=mean,
                     params=dict(params),
                     by_op=dict(result.by_op),
-                    override_calls=dict(result.override_calls)),
+                    override_calls=dict(result.override_calls),
+                    per_image=[
+                        dict(
+                            img=img,
+                            img_shape=list(m['img_shape']),
+                            flops=dict(r.by_part))
+                        for img, (r, m) in zip(args.img or [None], runs)
+                    ]),
                 f,
                 indent=2)
 

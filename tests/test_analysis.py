@@ -303,17 +303,31 @@ def test_small_dino_encoder_matches_hand_formula():
 
 # ---------------------------------------------------------------- tools
 def test_get_flops_tool(tmp_path):
+    import mmcv
+    import numpy as np
+    rng = np.random.default_rng(0)
+    imgs = []
+    for k, (h, w) in enumerate([(96, 128), (80, 72)]):
+        imgs.append(str(tmp_path / f'{k}.png'))
+        mmcv.imwrite(rng.integers(0, 255, (h, w, 3), dtype=np.uint8),
+                     imgs[-1])
     out = tmp_path / 'flops.json'
     proc = python_tool('tools/analysis_tools/get_flops.py', TINY_DINO,
-                       '--shape', '96', '128', '--out', str(out))
-    for row in ('backbone', 'neck', 'encoder', 'decoder', 'head', 'other',
-                'total'):
+                       '--img', *imgs, '--out', str(out))
+    rows = ('backbone', 'neck', 'encoder', 'decoder', 'head', 'other',
+            'total')
+    for row in rows:
         assert f'\n{row} ' in proc.stdout
     rec = json.loads(out.read_text())
-    flops = rec['flops']
-    assert rec['img_shape'] == [96, 128]
-    assert flops['total'] == sum(v for k, v in flops.items() if k != 'total')
-    assert flops['encoder'] > 0 and flops['backbone'] > 0
+    per = rec['per_image']
+    assert [p['img_shape'] for p in per] == [[96, 128], [80, 72]]
+    assert per[0]['flops']['encoder'] > per[1]['flops']['encoder'] > 0
+    for row in rows:  # the table is the mean over the images
+        assert rec['flops'][row] == round(
+            (per[0]['flops'][row] + per[1]['flops'][row]) / 2)
+    for p in per:
+        f = p['flops']
+        assert f['total'] == sum(v for k, v in f.items() if k != 'total')
 
 
 def test_benchmark_tool_two_configs(tmp_path):

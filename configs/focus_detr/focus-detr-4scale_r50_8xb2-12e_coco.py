@@ -7,6 +7,9 @@ _base_ = '../dino/dino-4scale_r50_8xb2-12e_coco.py'
 
 model = dict(
     type='FocusDETR',
+    # detectron2 freeze_at=1 freezes the stem only (mmdet's DINO config
+    # freezes the stem and res2); BN stays frozen everywhere
+    backbone=dict(frozen_stages=0),
     encoder=dict(
         _delete_=True,
         type='FocusEncoder',

@@ -44,3 +44,14 @@ def test_tiny_config_trains_and_evaluates(cfg, shapes_root, tmp_path):
     with open(results[0]) as f:
         metrics = json.load(f)
     assert 0.0 <= metrics['coco/bbox_mAP'] <= 1.0
+
+
+def test_visualize_smca_tool(shapes_root, tmp_path):
+    img = sorted(glob.glob(osp.join(shapes_root, 'val', '*.jpg')))[0]
+    out, js = tmp_path / 'maps.png', tmp_path / 'maps.json'
+    python_tool('tools/analysis_tools/visualize_smca.py', CONFIGS[1], '--img',
+                img, '--out', str(out), '--json', str(js), '--topk', '2')
+    assert out.stat().st_size > 0
+    with open(js) as f:
+        res = json.load(f)
+    assert len(res['boxes_xyxy']) == 2 and res['stride'] == 32

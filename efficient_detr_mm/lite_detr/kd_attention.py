@@ -1,6 +1,6 @@
 """Key-aware deformable attention (KDA) of Lite DETR (CVPR 2023)."""
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import torch
 from mmcv.ops import MultiScaleDeformableAttention
@@ -173,11 +173,41 @@ class KDAttention(MultiScaleDeformableAttention):
         if not self.batch_first:
             query = query.permute(1, 0, 2)
             value = value.permute(1, 0, 2)
+        values, weights, _ = self.sample_and_weigh(query, value,
+                                                   key_padding_mask,
+                                                   reference_points,
+                                                   spatial_shapes)
+        output = (values * weights.to(values.dtype).unsqueeze(2)).sum(-1)
+        # (bs, heads, head_dims, nq) -> (bs, nq, C)
+        output = output.flatten(1, 2).transpose(1, 2)
+        output = self.output_proj(output.to(query.dtype))
+        if not self.batch_first:
+            output = output.permute(1, 0, 2)
+        return self.dropout(output) + identity
+
+    def sample_and_weigh(self, query: Tensor, value: Tensor,
+                         key_padding_mask: Optional[Tensor],
+                         reference_points: Tensor,
+                         spatial_shapes: Tensor) -> Tuple[Tensor, ...]:
+        """Sampled values and their key-aware attention weights.
+
+        Args:
+            query (Tensor): (bs, num_query, C), positional embedding added.
+            value (Tensor): (bs, num_value, C) value input.
+            key_padding_mask (Tensor, optional): (bs, num_value) padding.
+            reference_points (Tensor): (bs, num_query, num_levels, 2 or 4).
+            spatial_shapes (Tensor): (num_levels, 2) shapes (h, w).
+
+        Returns:
+            tuple[Tensor]: sampled values (bs, heads, head_dims, num_query,
+            num_levels * num_points); fp32 weights (bs, heads, num_query,
+            num_levels * num_points), summing to 1; sampling locations
+            (bs, num_query, heads, num_levels, num_points, 2).
+        """
         bs, num_query, _ = query.shape
         num_value = value.shape[1]
         heads, levels, points = (self.num_heads, self.num_levels,
                                  self.num_points)
-
         maps = self.value_proj(value)
         if self.proj_key:
             # keys and values share the locations: sample them together
@@ -193,7 +223,7 @@ class KDAttention(MultiScaleDeformableAttention):
             offsets = offsets.expand(-1, -1, -1, levels, -1, -1)
         locations = deform_sampling_locations(reference_points, offsets,
                                               spatial_shapes)
-        # (bs, heads, (1 + proj_key) * head_dims, nq, levels, points)
+        # (bs, heads, (1 + proj_key) * head_dims, nq, levels * points)
         samples = multi_scale_bilinear_sample(maps, spatial_shapes,
                                               locations).flatten(-2)
         values = samples[:, :, :self.head_dims]
@@ -204,13 +234,7 @@ class KDAttention(MultiScaleDeformableAttention):
         # (bs, heads, nq, levels * points), fp32 logits and softmax
         logits = (q.unsqueeze(-1).float() * keys.float()).sum(2)
         weights = (logits / math.sqrt(self.head_dims)).softmax(-1)
-        output = (values * weights.to(values.dtype).unsqueeze(2)).sum(-1)
-        # (bs, heads, head_dims, nq) -> (bs, nq, C)
-        output = output.flatten(1, 2).transpose(1, 2)
-        output = self.output_proj(output.to(query.dtype))
-        if not self.batch_first:
-            output = output.permute(1, 0, 2)
-        return self.dropout(output) + identity
+        return values, weights, locations
 
     def flop_count(self, args: tuple, kwargs: dict, output: Any) -> int:
         """Multiply-adds of one call (fvcore convention, 1 MAC = 1 FLOP).

@@ -47,6 +47,10 @@ def parse_args():
     p.add_argument('--mtkd-ls', type=int, nargs='+', default=None,
                    help='L values fine-tuned with MTKD (default: --ls)')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--toolkit-flops', type=int, default=0, metavar='N',
+                   help='only count encoder MACs with the analysis toolkit '
+                   '(efficient_detr_mm.analysis) on the first N val images '
+                   'for the checkpoints already in --work-dir')
     return p.parse_args()
 
 
@@ -162,10 +166,57 @@ def evaluate(cfg_path, ckpt, root, work_dir, seed, act=True):
     return metrics, stats, counter.per_image()
 
 
+def toolkit_flops(args):
+    """Encoder MACs per image with efficient_detr_mm.analysis (jit trace +
+    ACTAttention.flop_count), averaged over the first N val images."""
+    import glob
+
+    import mmcv
+    import torch
+    from mmengine.config import Config
+
+    from efficient_detr_mm.analysis.flops import count_detector_flops
+    from efficient_detr_mm.analysis.inputs import build_detector, preprocess
+    root = args.data_root or osp.join(args.work_dir, 'shapes')
+    imgs = sorted(glob.glob(osp.join(root, 'val', '*')))[:args.toolkit_flops]
+    images = [
+        torch.from_numpy(mmcv.imread(p)).permute(2, 0, 1).contiguous()
+        for p in imgs
+    ]
+    ckpts = [('DETR (full attention)', DETR_CFG, None, 'detr')]
+    ckpts += [(f'ACT L={L}', ACT_CFG.format(L), L, 'detr') for L in args.ls]
+    ckpts += [(f'ACT L={L} +MTKD', ACT_CFG.format(L), L, f'mtkd_l{L}')
+              for L in (args.mtkd_ls or args.ls)]
+    print(f'encoder MACs per image, analysis toolkit, {len(images)} val '
+          'images at batch 1')
+    for name, cfg_path, L, sub in ckpts:
+        found = sorted(glob.glob(osp.join(args.work_dir, sub, 'epoch_*.pth')))
+        if not found:
+            continue
+        cfg = Config.fromfile(cfg_path)
+        if L is not None:
+            cfg.model.act_cfg = dict(cfg.model.act_cfg, seed=args.seed)
+        model = build_detector(cfg, checkpoint=found[-1])
+        total = 0
+        for img in images:
+            batch = preprocess(model, [img])
+            res = count_detector_flops(model, batch['inputs'],
+                                       batch['data_samples'])
+            total += res.by_part['encoder']
+        print(f'{name:<24}{total / len(images) / 1e6:>10.2f} MMACs '
+              f'({found[-1]})')
+
+
 def main():
     args = parse_args()
     os.chdir(REPO)
     import efficient_detr_mm  # noqa: F401
+    if args.toolkit_flops:
+        import warnings
+        warnings.filterwarnings('ignore')
+        from mmdet.utils import register_all_modules
+        register_all_modules()
+        return toolkit_flops(args)
     from efficient_detr_mm.datasets import make_shapes_dataset
     t0 = time.time()
     wd = args.work_dir

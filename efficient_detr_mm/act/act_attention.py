@@ -268,10 +268,10 @@ class ACTAttention(MultiheadAttention):
                 bs, h, nk).reshape(bs * h, nk))
             k_groups, k_counts = self._cluster(
                 k.reshape(bs * h, nk, d), self.k_hashes, kpad, gen)
-            k = cluster_means(k.reshape(bs * h, nk, d), k_groups,
-                              k_counts).view(bs, h, -1, d)
-            v = cluster_means(v.reshape(bs * h, nk, d), k_groups,
-                              k_counts).view(bs, h, -1, d)
+            k = cluster_means(k.reshape(bs * h, nk, d).float(), k_groups,
+                              k_counts).to(k.dtype).view(bs, h, -1, d)
+            v = cluster_means(v.reshape(bs * h, nk, d).float(), k_groups,
+                              k_counts).to(v.dtype).view(bs, h, -1, d)
             weight = k_counts.float()
             if kpad is not None:
                 valid = torch.zeros_like(weight).scatter_add_(
@@ -288,7 +288,8 @@ class ACTAttention(MultiheadAttention):
                 qpad = query_pad[:, None].expand(bs, h, n).reshape(bs * h, n)
             groups, counts = self._cluster(q.reshape(bs * h, n, d),
                                            self.num_hashes, qpad, gen)
-            protos = cluster_means(q.reshape(bs * h, n, d), groups,
+            # means in fp32 (the release's kernels are fp32-only)
+            protos = cluster_means(q.reshape(bs * h, n, d).float(), groups,
                                    counts).view(bs, h, -1, d)
             num_q = (counts > 0).sum(-1).view(bs, h)
             if self.keep_groups:

@@ -389,3 +389,28 @@ def test_act_detr_rejects_another_encoder_attention():
     cfg.encoder.layer_cfg.self_attn_cfg.type = 'MultiheadAttention'
     with pytest.raises(ValueError, match='self_attn_cfg.type'):
         MODELS.build(cfg)
+
+
+def test_analysis_toolkit_counts_act_with_its_flop_count():
+    from efficient_detr_mm.analysis.flops import count_detector_flops
+    cfg = _tiny_act_detr(L=16, seed=0)
+    detr_cfg = copy.deepcopy(cfg)  # (mmdet's head edits its config)
+    model = MODELS.build(cfg).eval()
+    detr_cfg.type = 'EffDETR'
+    detr_cfg.pop('act_cfg')
+    detr_cfg.encoder.layer_cfg.self_attn_cfg.pop('type', None)
+    detr = MODELS.build(detr_cfg).eval()
+    detr.load_state_dict(model.state_dict())
+    inputs = torch.rand(1, 3, 96, 128)
+    samples = det_samples([(96, 128)])
+    res_act = count_detector_flops(model, inputs, samples)
+    res_detr = count_detector_flops(detr, inputs, samples)
+    assert res_act.override_calls['ACTAttention'] == 2
+    n, c, h, L = 6 * 8, 128, 8, 16  # stride-16 tokens of a 96 x 128 image
+    saved = 0
+    for m in model.act_layers():
+        k = m.last_num_prototypes.sum().item()  # prototypes over heads
+        # dense QK^T + AV minus prototype attention, hashing and means
+        saved += 2 * n * n * c - 2 * k * n * (c // h) - n * c * (L + 1)
+    assert res_detr.by_part['encoder'] - res_act.by_part['encoder'] == saved
+    assert res_act.by_part['backbone'] == res_detr.by_part['backbone']

@@ -54,6 +54,18 @@ def test_singleton_clusters_equal_exact_attention(batch_first, combine):
     torch.testing.assert_close(out, out_ref, atol=1e-5, rtol=0)
 
 
+def test_default_hashing_with_32_rounds_separates_spread_tokens():
+    # the release's hashing (r=8, packed, L=32) on well-separated tokens:
+    # every token its own cluster -> exact attention
+    ref, act = _pair(num_hashes=32, seed=0)
+    x, pos, kpm = _inputs()
+    x = 10 * x
+    out = act(x, query_pos=pos, key_padding_mask=kpm)
+    assert (act.last_num_prototypes == 12).all()
+    torch.testing.assert_close(
+        out, ref(x, query_pos=pos, key_padding_mask=kpm), atol=1e-5, rtol=0)
+
+
 def test_disabled_is_exactly_mmcv_attention():
     ref, act = _pair(enabled=False)
     x, pos, kpm = _inputs()

@@ -145,3 +145,53 @@ def test_hook_needs_an_act_detector_and_valid_loss():
             dict(
                 type='MTKDHook',
                 distill_loss=dict(type='MTKDLoss', loss_type='huber')))
+
+
+def _official_name(key):
+    """Hand-written inverse map: mmdet DETR name -> facebookresearch/detr
+    name."""
+    reps = [('backbone.', 'backbone.0.body.'),
+            ('neck.convs.0.conv.', 'input_proj.'),
+            ('query_embedding.', 'query_embed.'),
+            ('decoder.post_norm.', 'transformer.decoder.norm.'),
+            ('bbox_head.fc_cls.', 'class_embed.'),
+            ('bbox_head.reg_ffn.layers.0.0.', 'bbox_embed.layers.0.'),
+            ('bbox_head.reg_ffn.layers.1.', 'bbox_embed.layers.1.'),
+            ('bbox_head.fc_reg.', 'bbox_embed.layers.2.')]
+    for a, b in reps:
+        if key.startswith(a):
+            return b + key[len(a):]
+    part, _, idx, rest = key.split('.', 3)
+    for a, b in [('self_attn.attn.', 'self_attn.'),
+                 ('cross_attn.attn.', 'multihead_attn.'),
+                 ('ffn.layers.0.0.', 'linear1.'), ('ffn.layers.1.',
+                                                   'linear2.'),
+                 ('norms.0.', 'norm1.'), ('norms.1.', 'norm2.'),
+                 ('norms.2.', 'norm3.')]:
+        if rest.startswith(a):
+            return f'transformer.{part}.layers.{idx}.{b}{rest[len(a):]}'
+    raise KeyError(key)
+
+
+def test_official_detr_checkpoint_converts_to_act_detr():
+    from efficient_detr_mm.act.detr_converter import COCO_IDS, convert_detr
+    cfg = load_config('act/act-l32_r50-dc5_8xb2-500e_coco.py').model
+    cfg.backbone.init_cfg = None
+    model = MODELS.build(cfg)
+    official = {}
+    for k, v in model.state_dict().items():
+        if k.endswith('num_batches_tracked'):
+            continue  # frozen BN of the official backbone has none
+        official[_official_name(k)] = torch.randn_like(v.float())
+    # 92 COCO-id logits: row i is filled with i
+    official['class_embed.weight'] = torch.arange(92.)[:, None].expand(
+        92, 256).clone()
+    official['class_embed.bias'] = torch.arange(92.)
+    converted = convert_detr(official)
+    res = model.load_state_dict(converted, strict=True)
+    assert not res.missing_keys and not res.unexpected_keys
+    bias = model.bbox_head.fc_cls.bias
+    assert bias.tolist() == [float(i) for i in COCO_IDS] + [91.0]
+    assert torch.equal(
+        model.encoder.layers[3].self_attn.attn.in_proj_weight,
+        official['transformer.encoder.layers.3.self_attn.in_proj_weight'])

@@ -350,3 +350,54 @@ def test_detector_loss_and_predict_padded(cfg_path):
     with torch.no_grad():
         preds = model.predict(inputs, copy.deepcopy(samples))
     assert preds[1].pred_instances.bboxes.shape == (100, 4)
+
+
+# ------------------------------------------------------- FLOPs, precision
+def test_encoder_flops_through_analysis_toolkit():
+    from efficient_detr_mm.analysis import count_flops
+    enc = _encoder()  # HAHAHA, H3L1, KDA, FFN 64, low FFN 16
+    query, pos, mask, ratios = _padded_inputs()
+    res = count_flops(
+        enc,
+        query=query,
+        query_pos=pos,
+        key_padding_mask=mask,
+        spatial_shapes=SHAPES,
+        level_start_index=START,
+        valid_ratios=ratios)
+    assert res.override_calls['KDAttention'] == 6
+    bs, split, samples = 2, int(START[1]), 4 * 4
+    n_high = N - split
+
+    def kda(nq):  # per call, over the batch: value / offsets / query /
+        # output projections, 4-MAC bilinear sampling, key products, sum
+        return bs * (N * C * C + nq * C * (4 * 4 * 4 * 2) + 2 * nq * C * C +
+                     (4 + 2) * nq * C * samples)
+
+    assert res.by_op['override:KDAttention'] == 3 * kda(n_high) + 3 * kda(N)
+    # FFNs: H layers high tokens (64 hidden); A layers high tokens through
+    # the normal FFN and low tokens through the 16-hidden one
+    ffn = 3 * bs * n_high * 2 * C * 64 + 3 * bs * (
+        n_high * 2 * C * 64 + split * 2 * C * 16)
+    assert res.by_op['linear'] == ffn
+
+
+def test_kda_under_autocast_bf16():
+    enc = _encoder()
+    query, pos, mask, ratios = _padded_inputs()
+    with torch.no_grad():
+        ref = _run(enc, query, pos, mask, ratios)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = _run(enc, query, pos, mask, ratios)
+    assert torch.isfinite(out).all()
+    assert (out.float() - ref).abs().mean() < 0.1 * ref.abs().mean()
+    # logits / softmax stay fp32 under autocast
+    attn = enc.layers[0].self_attn
+    ref_pts = DeformableDetrTransformerEncoder.get_encoder_reference_points(
+        SHAPES, ratios, device='cpu')
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        _, weights, _ = attn.sample_and_weigh(query + pos, query, mask,
+                                              ref_pts, SHAPES)
+    assert weights.dtype == torch.float32
+    torch.testing.assert_close(weights.sum(-1), torch.ones_like(weights[...,
+                                                                        0]))

@@ -276,3 +276,19 @@ def test_flop_count_hand_computed():
     # value=None: self-attention over the queries
     assert m.flop_count((), dict(query=query), None) == (
         2 * 5 * 16 * 16 + 3840 + 5120 + 3840 + 960 + 960)
+
+
+def test_locations_keep_reference_precision():
+    _, _, _, ref = _inputs()
+    offsets = torch.randn(2, 5, HEADS, LEVELS, POINTS, 2)
+    loc32 = deform_sampling_locations(ref, offsets, SHAPES)
+    loc16 = deform_sampling_locations(ref, offsets.bfloat16(), SHAPES)
+    assert loc16.dtype == torch.float32
+    # only the offsets' own rounding, not a bf16 division / addition
+    torch.testing.assert_close(
+        loc16,
+        deform_sampling_locations(ref,
+                                  offsets.bfloat16().float(), SHAPES))
+    assert (loc16 - loc32).abs().max() < 0.01
+    with pytest.raises(ValueError, match='2 or 4'):
+        deform_sampling_locations(ref[..., :1], offsets, SHAPES)

@@ -33,10 +33,14 @@ def deform_sampling_locations(reference_points: Tensor,
         Tensor: (bs, num_queries, num_heads, num_levels, num_points, 2)
         locations (x, y), 0 and 1 being the map borders.
     """
+    # locations in (at least) the precision of the references, so that
+    # fp16 / bf16 offsets under autocast do not round them
+    sampling_offsets = sampling_offsets.to(
+        torch.promote_types(sampling_offsets.dtype, reference_points.dtype))
     if reference_points.shape[-1] == 2:
-        normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[...,
-                                                                         0]],
-                                 -1).to(sampling_offsets.dtype)
+        normalizer = torch.stack(
+            [spatial_shapes[..., 1], spatial_shapes[..., 0]],
+            -1).to(sampling_offsets.dtype)
         return (reference_points[:, :, None, :, None, :] +
                 sampling_offsets / normalizer[None, None, None, :, None, :])
     if reference_points.shape[-1] == 4:

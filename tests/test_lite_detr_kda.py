@@ -292,3 +292,17 @@ def test_locations_keep_reference_precision():
     assert (loc16 - loc32).abs().max() < 0.01
     with pytest.raises(ValueError, match='2 or 4'):
         deform_sampling_locations(ref[..., :1], offsets, SHAPES)
+
+
+def test_with_cp_same_output_and_gradients():
+    query, pos, value, ref = _inputs()
+    grads = []
+    for with_cp in (False, True):
+        m = _kda(with_cp=with_cp).train()
+        v = value.clone().requires_grad_()
+        out = _call(m, query, pos, v, ref)
+        out.square().sum().backward()
+        grads.append((out.detach(), v.grad, m.sampling_offsets.weight.grad,
+                      m.query_proj.weight.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)

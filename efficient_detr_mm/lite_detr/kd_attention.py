@@ -7,6 +7,7 @@ from mmcv.ops import MultiScaleDeformableAttention
 from mmdet.registry import MODELS
 from mmengine.model import constant_init, xavier_init
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..common.deform_sampling import (deform_sampling_locations,
                                       multi_scale_bilinear_sample)
@@ -52,6 +53,10 @@ class KDAttention(MultiScaleDeformableAttention):
         same_loc (bool): one set of offsets shared by all levels
             (``sampling_offsets`` predicts ``heads * points * 2``). Defaults
             to False (released config).
+        with_cp (bool): recompute the sampling and weighting in backward
+            (``torch.utils.checkpoint``) instead of keeping the sampled
+            tensors, as the official ``deformable_use_checkpoint``. Defaults
+            to False.
     """
     keeps_own_init = True
 
@@ -67,13 +72,15 @@ class KDAttention(MultiScaleDeformableAttention):
                  init_cfg: Optional[dict] = None,
                  value_proj_ratio: float = 1.0,
                  proj_key: bool = False,
-                 same_loc: bool = False) -> None:
+                 same_loc: bool = False,
+                 with_cp: bool = False) -> None:
         if value_proj_ratio != 1.0:
             raise ValueError('KDAttention needs value_proj_ratio=1.0 (keys '
                              'are dotted with embed_dims-wide queries), got '
                              f'value_proj_ratio={value_proj_ratio}')
         self.proj_key = bool(proj_key)
         self.same_loc = bool(same_loc)
+        self.with_cp = bool(with_cp)
         self._building = True  # parent __init__ calls init_weights early
         super().__init__(
             embed_dims=embed_dims,
@@ -173,17 +180,24 @@ class KDAttention(MultiScaleDeformableAttention):
         if not self.batch_first:
             query = query.permute(1, 0, 2)
             value = value.permute(1, 0, 2)
-        values, weights, _ = self.sample_and_weigh(query, value,
-                                                   key_padding_mask,
-                                                   reference_points,
-                                                   spatial_shapes)
-        output = (values * weights.to(values.dtype).unsqueeze(2)).sum(-1)
+        core_args = (query, value, key_padding_mask, reference_points,
+                     spatial_shapes)
+        if self.with_cp and torch.is_grad_enabled():
+            output = checkpoint(self._attend, *core_args, use_reentrant=False)
+        else:
+            output = self._attend(*core_args)
         # (bs, heads, head_dims, nq) -> (bs, nq, C)
         output = output.flatten(1, 2).transpose(1, 2)
         output = self.output_proj(output.to(query.dtype))
         if not self.batch_first:
             output = output.permute(1, 0, 2)
         return self.dropout(output) + identity
+
+    def _attend(self, *args) -> Tensor:
+        """Weighted sum of the sampled values, (bs, heads, head_dims, nq),
+        for the arguments of :meth:`sample_and_weigh`."""
+        values, weights, _ = self.sample_and_weigh(*args)
+        return (values * weights.to(values.dtype).unsqueeze(2)).sum(-1)
 
     def sample_and_weigh(self, query: Tensor, value: Tensor,
                          key_padding_mask: Optional[Tensor],

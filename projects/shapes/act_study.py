@@ -41,6 +41,13 @@ def parse_args():
     p.add_argument('--num-val', type=int, default=50)
     p.add_argument('--train-epochs', type=int, default=25)
     p.add_argument('--train-lr', type=float, default=2e-4)
+    p.add_argument('--backbone-lr-mult', type=float, default=None,
+                   help="override the config's backbone lr_mult (0.1)")
+    p.add_argument('--init-from', default=None,
+                   help='start the DETR training from this checkpoint '
+                   '(weights only), e.g. a previous run of this script')
+    p.add_argument('--init-iters', type=int, default=0,
+                   help='iterations already done by --init-from (reported)')
     p.add_argument('--mtkd-epochs', type=int, default=2)
     p.add_argument('--mtkd-lr', type=float, default=5e-5)
     p.add_argument('--ls', type=int, nargs='+', default=[16, 20, 24, 32])
@@ -87,12 +94,22 @@ def _schedule(cfg, epochs, lr=None):
     return cfg
 
 
-def train(cfg_path, root, work_dir, epochs, seed, load_from=None, lr=None):
+def train(cfg_path,
+          root,
+          work_dir,
+          epochs,
+          seed,
+          load_from=None,
+          lr=None,
+          backbone_lr_mult=None):
     from mmengine.config import Config
     from mmengine.runner import Runner
     cfg = _schedule(
         _data_cfg(Config.fromfile(cfg_path), root, seed, work_dir), epochs,
         lr)
+    if backbone_lr_mult is not None:
+        cfg.optim_wrapper.paramwise_cfg.custom_keys.backbone.lr_mult = \
+            backbone_lr_mult
     cfg.load_from = load_from
     runner = Runner.from_cfg(cfg)
     runner.train()
@@ -244,8 +261,15 @@ def main():
 
     log('training the tiny DETR-DC5')
     detr_ckpt, iters = train(
-        DETR_CFG, root, osp.join(wd, 'detr'), args.train_epochs, args.seed,
-        lr=args.train_lr)
+        DETR_CFG,
+        root,
+        osp.join(wd, 'detr'),
+        args.train_epochs,
+        args.seed,
+        load_from=args.init_from,
+        lr=args.train_lr,
+        backbone_lr_mult=args.backbone_lr_mult)
+    iters += args.init_iters
     results['train_iters'] = iters
     log(f'trained {iters} iterations -> {detr_ckpt}')
     m, s, f = evaluate(DETR_CFG, detr_ckpt, root, osp.join(wd, 'eval'),

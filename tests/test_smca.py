@@ -440,3 +440,25 @@ def test_gaussian_map_pictures(cfg_path, tmp_path):
         scores=res['scores'][0].tolist(),
         pad_shape=(128, 192))
     assert out.stat().st_size > 0
+
+
+def test_autocast_keeps_log_g_and_softmax_fp32():
+    torch.manual_seed(7)
+    layer = SMCADecoderLayer(**_layer_cfg()).eval()
+    seen = {}
+    layer.gaussian.register_forward_hook(
+        lambda m, a, out: seen.update(dtype=out[0].dtype))
+    args = (torch.randn(2, 3, C), torch.randn(2, 4, C), torch.randn(2, 4, C),
+            torch.randn(2, 3, C), torch.randn(2, 4, C))
+    kwargs = dict(
+        ref_centre=torch.rand(2, 3, 2),
+        img_wh=torch.tensor([[64., 64.], [64., 32.]]),
+        spatial_shapes=[(2, 2)],
+        strides=[32],
+        key_padding_mask=torch.tensor([[False] * 4, [False, True] * 2]))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = layer(*args, **kwargs)
+    assert seen['dtype'] == torch.float32
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(
+        out.float(), layer(*args, **kwargs), rtol=0.1, atol=0.1)

@@ -1,0 +1,483 @@
+"""Leaderboard of every real-COCO model config: parameters, FLOPs (total and
+encoder) and the latency ratio to its baseline family, next to the papers'
+reported AP / GFLOPs.
+
+One command, resumable (every measurement is cached in
+``measurements.json`` under the model config's hash and the input shape;
+a re-run measures only what is missing or whose model config changed)::
+
+    OMP_NUM_THREADS=1 python projects/efficiency/run.py
+
+writes ``projects/efficiency/results.md`` and ``ap_vs_gflops.png``.
+
+* FLOPs / params: ``tools/analysis_tools/get_flops.py CONFIG --shape 800 1333``
+  in a subprocess per model (1 multiply-add = 1 FLOP, see
+  efficient_detr_mm/analysis/README.md). Configs whose ``model`` is
+  identical (e.g. the same architecture trained for 12 / 24 / 36 epochs)
+  are measured once.
+* Latency: ``tools/analysis_tools/benchmark.py`` once per baseline family
+  (the baseline first, then its efficient variants, interleaved rounds, the
+  same synthetic batch), at a reduced shape on CPU by default; the ratio is
+  median latency / the baseline's median latency in the same run.
+"""
+import argparse
+import glob
+import hashlib
+import json
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import OrderedDict
+from typing import Dict, List, Optional
+
+import yaml
+
+HERE = osp.dirname(osp.abspath(__file__))
+REPO = osp.dirname(osp.dirname(HERE))
+
+DINO = 'configs/dino/dino-4scale_r50_8xb2-12e_coco.py'
+DEFORMABLE = ('configs/deformable_detr/'
+              'deformable-detr-refine-twostage_r50_16xb2-50e_coco.py')
+DETR = 'configs/detr/detr_r50_8xb2-150e_coco.py'
+DETR_DC5 = 'configs/detr/detr_r50-dc5_8xb2-500e_coco.py'
+
+#: (config folder, basename prefix, family label, baseline config); the
+#: first matching row wins.
+FAMILIES = (
+    ('detr', 'detr_r50-dc5', 'DETR-DC5', DETR_DC5),
+    ('detr', '', 'DETR', DETR),
+    ('deformable_detr', '', 'Deformable DETR', DEFORMABLE),
+    ('dino', '', 'DINO', DINO),
+    ('focus_detr', '', 'Focus-DETR', DINO),
+    ('lite_detr', 'lite-dino', 'Lite-DINO', DINO),
+    ('lite_detr', 'lite-deformable', 'Lite-Deformable-DETR', DEFORMABLE),
+    ('smca', '', 'SMCA', DETR),
+    ('act', '', 'ACT', DETR_DC5),
+)
+FAMILY_ORDER = ['DETR', 'DETR-DC5', 'Deformable DETR', 'DINO', 'Focus-DETR',
+                'Lite-DINO', 'Lite-Deformable-DETR', 'SMCA', 'ACT']
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument(
+        '--configs',
+        nargs='+',
+        help='configs to compare (default: every configs/*/*.py that is not '
+        'a *_shapes.py config)')
+    p.add_argument(
+        '--flops-shape',
+        type=int,
+        nargs=2,
+        default=[800, 1333],
+        metavar=('H', 'W'))
+    p.add_argument(
+        '--latency-shape',
+        type=int,
+        nargs=2,
+        default=[320, 320],
+        metavar=('H', 'W'),
+        help='input of the latency benchmark (reduced on CPU)')
+    p.add_argument('--device', default='cpu', help='latency device')
+    p.add_argument('--warmup', type=int, default=1)
+    p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--skip-latency', action='store_true')
+    p.add_argument(
+        '--cache',
+        default=osp.join(HERE, 'measurements.json'),
+        help='measurements cache (resume)')
+    p.add_argument('--out-dir', default=HERE, help='results.md / png here')
+    p.add_argument('--reported', default=osp.join(HERE, 'reported.yml'))
+    p.add_argument(
+        '--report-only',
+        action='store_true',
+        help='measure nothing, write the outputs from the cache')
+    return p.parse_args(argv)
+
+
+# ----------------------------------------------------------------- configs
+def rel(path: str) -> str:
+    return osp.relpath(osp.abspath(path), REPO)
+
+
+def default_configs() -> List[str]:
+    return sorted(
+        rel(p) for p in glob.glob(osp.join(REPO, 'configs', '*', '*.py'))
+        if '/_base_/' not in p and not p.endswith('_shapes.py'))
+
+
+def name_of(config: str) -> str:
+    return osp.splitext(osp.basename(config))[0]
+
+
+def family_of(config: str) -> Dict[str, Optional[str]]:
+    """Family label and baseline config of a config path."""
+    folder = osp.basename(osp.dirname(config))
+    base = osp.basename(config)
+    for f_dir, prefix, label, baseline in FAMILIES:
+        if folder == f_dir and base.startswith(prefix):
+            return dict(family=label, baseline=baseline)
+    return dict(family=folder, baseline=None)
+
+
+def model_hash(config: str) -> str:
+    """Hash of the config's ``model`` dict (identical models share their
+    measurements)."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(REPO, config))
+    text = json.dumps(cfg.to_dict()['model'], sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+# ------------------------------------------------------------------- cache
+def load_cache(path: str) -> dict:
+    if osp.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return dict(flops={}, latency={})
+
+
+def save_cache(cache: dict, path: str) -> None:
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(cache, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def tool_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault('OMP_NUM_THREADS', '1')
+    env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
+    return env
+
+
+def run_tool(args: List[str]) -> None:
+    proc = subprocess.run([sys.executable] + args,
+                          cwd=REPO,
+                          env=tool_env(),
+                          stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT,
+                          text=True)
+    if proc.returncode:
+        raise RuntimeError(f'{" ".join(args)} failed:\n{proc.stdout[-3000:]}')
+
+
+def measure_flops(config: str, shape: List[int]) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = osp.join(tmp, 'flops.json')
+        run_tool([
+            'tools/analysis_tools/get_flops.py', config, '--shape',
+            str(shape[0]),
+            str(shape[1]), '--out', out
+        ])
+        with open(out) as f:
+            res = json.load(f)
+    return dict(
+        flops=res['flops'],
+        params=res['params'],
+        img_shape=res['img_shape'],
+        batch_input_shape=res['batch_input_shape'],
+        override_calls=res.get('override_calls', {}))
+
+
+def measure_latency(configs: List[str], args) -> List[dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = osp.join(tmp, 'bench.json')
+        run_tool([
+            'tools/analysis_tools/benchmark.py', *configs, '--shape',
+            str(args.latency_shape[0]),
+            str(args.latency_shape[1]), '--batch-size', '1', '--device',
+            args.device, '--warmup',
+            str(args.warmup), '--repeats',
+            str(args.repeats), '--out', out
+        ])
+        with open(out) as f:
+            res = json.load(f)
+    return [
+        dict(
+            median_ms=r['latency_ms']['median'],
+            q1_ms=r['latency_ms']['q1'],
+            q3_ms=r['latency_ms']['q3'],
+            ratio=r['ratio'],
+            device=res['device']) for r in res['results']
+    ]
+
+
+# -------------------------------------------------------------- measuring
+def plan(configs: List[str]) -> 'OrderedDict[str, dict]':
+    """Per config (baselines first, then family by family): family,
+    baseline, model hash. A baseline that is not among ``configs`` is
+    replaced by the first given config of the baseline's folder, else of
+    the family."""
+    order = {f: i for i, f in enumerate(FAMILY_ORDER)}
+    infos = {c: family_of(c) for c in configs}
+    configs = sorted(
+        configs, key=lambda c: (order.get(infos[c]['family'], 99), c))
+    models = OrderedDict()
+    for c in configs:
+        info = dict(infos[c])
+        base = info['baseline']
+        if base not in infos:
+            same_dir = [k for k in configs if base and
+                        osp.dirname(k) == osp.dirname(base)]
+            same_family = [k for k in configs
+                           if infos[k]['family'] == info['family']]
+            info['baseline'] = (same_dir or same_family)[0]
+        info['hash'] = model_hash(c)
+        models[c] = info
+    return models
+
+
+def run_flops(models, cache, args) -> None:
+    shape_key = 'x'.join(map(str, args.flops_shape))
+    todo = OrderedDict()  # hash -> first config with it
+    for c, info in models.items():
+        todo.setdefault(info['hash'], c)
+    n = len(todo)
+    for i, (h, c) in enumerate(todo.items(), 1):
+        key = f'{h}@{shape_key}'
+        if key in cache['flops']:
+            log(f'[flops {i}/{n}] {name_of(c)}: cached')
+            continue
+        log(f'[flops {i}/{n}] {name_of(c)} at {shape_key} ...')
+        t0 = time.time()
+        cache['flops'][key] = dict(measure_flops(c, args.flops_shape),
+                                   config=c)
+        save_cache(cache, args.cache)
+        tot = cache['flops'][key]['flops']['total'] / 1e9
+        log(f'[flops {i}/{n}] {name_of(c)}: {tot:.1f} GFLOPs '
+            f'({time.time() - t0:.0f} s)')
+
+
+def latency_groups(models) -> 'OrderedDict[str, List[str]]':
+    """baseline -> [baseline, unique-model members...]."""
+    groups = OrderedDict()
+    for c, info in models.items():
+        g = groups.setdefault(info['baseline'], [info['baseline']])
+        hashes = [models[m]['hash'] for m in g]
+        if info['hash'] not in hashes:
+            g.append(c)
+    return groups
+
+
+def latency_key(group: List[str], models, args) -> str:
+    shape = 'x'.join(map(str, args.latency_shape))
+    return (f'{"+".join(models[c]["hash"] for c in group)}@{shape}'
+            f'/{args.device}/w{args.warmup}r{args.repeats}')
+
+
+def run_latency(models, cache, args) -> None:
+    groups = latency_groups(models)
+    n = len(groups)
+    for i, (base, group) in enumerate(groups.items(), 1):
+        key = latency_key(group, models, args)
+        if key in cache['latency']:
+            log(f'[latency {i}/{n}] {name_of(base)} family: cached')
+            continue
+        log(f'[latency {i}/{n}] {name_of(base)} family, {len(group)} '
+            f'models at {args.latency_shape} on {args.device} ...')
+        t0 = time.time()
+        res = measure_latency(group, args)
+        cache['latency'][key] = dict(
+            configs=group,
+            results={models[c]['hash']: r
+                     for c, r in zip(group, res)})
+        save_cache(cache, args.cache)
+        log(f'[latency {i}/{n}] done ({time.time() - t0:.0f} s): ' +
+            ', '.join(f'{name_of(c)} x{r["ratio"]:.2f}'
+                      for c, r in zip(group, res)))
+
+
+# ---------------------------------------------------------------- results
+def collect(models, cache, reported, args) -> List[dict]:
+    shape_key = 'x'.join(map(str, args.flops_shape))
+    groups = latency_groups(models)
+    rows = []
+    for c, info in models.items():
+        name = name_of(c)
+        m = cache['flops'].get(f'{info["hash"]}@{shape_key}')
+        lat = None
+        ckey = latency_key(groups[info['baseline']], models, args)
+        if ckey in cache['latency']:
+            lat = cache['latency'][ckey]['results'].get(info['hash'])
+        base = models[info['baseline']]
+        mb = cache['flops'].get(f'{base["hash"]}@{shape_key}')
+        rep = reported.get(name, {})
+        rep_base = reported.get(name_of(info['baseline']), {})
+        row = dict(
+            config=c,
+            name=name,
+            family=info['family'],
+            baseline=info['baseline'],
+            ap=rep.get('ap'),
+            rep_gflops=rep.get('gflops'),
+            rep_base_gflops=rep.get('baseline_gflops',
+                                    rep_base.get('gflops')),
+            rep=rep,
+            gflops=m['flops']['total'] / 1e9 if m else None,
+            enc_gflops=m['flops']['encoder'] / 1e9 if m else None,
+            params_m=m['params']['total'] / 1e6 if m else None,
+            base_gflops=mb['flops']['total'] / 1e9 if mb else None,
+            latency_ms=lat['median_ms'] if lat else None,
+            latency_ratio=lat['ratio'] if lat else None,
+            latency_device=lat['device'] if lat else None)
+        rows.append(row)
+    order = {f: i for i, f in enumerate(FAMILY_ORDER)}
+    rows.sort(key=lambda r: (order.get(r['family'], 99), r['name']))
+    return rows
+
+
+def fmt(v, spec='.1f', none='-'):
+    return none if v is None else format(v, spec)
+
+
+def ratio(a, b):
+    return None if a is None or not b else a / b
+
+
+def short_name(name: str) -> str:
+    return re.sub(r'_(\d+xb\d+-)?\d+e_coco$', '', name)
+
+
+def deviation(r) -> Optional[float]:
+    if r['gflops'] is None or not r['rep_gflops']:
+        return None
+    return r['gflops'] / r['rep_gflops'] - 1
+
+
+def results_md(rows: List[dict], args) -> str:
+    fs = 'x'.join(map(str, args.flops_shape))
+    ls = 'x'.join(map(str, args.latency_shape))
+    devices = sorted({r['latency_device'] for r in rows
+                      if r['latency_device']}) or [args.device]
+    lines = [
+        '# Efficiency leaderboard', '',
+        'Generated by `projects/efficiency/run.py` (see README.md); do not '
+        'edit by hand.', '',
+        '**Reported** columns are cited from the papers / model zoos (no '
+        'COCO training or evaluation was run here; sources in '
+        '`reported.yml`, paper GFLOPs are at the paper\'s own input size, '
+        'mostly the COCO-val average of about 800 x 1066). **Measured** '
+        'columns are ours: FLOPs = multiply-adds at one '
+        f'{fs.replace("x", " x ")} input '
+        '(`tools/analysis_tools/get_flops.py`, random weights, noise image); '
+        f'latency = median of {args.repeats} interleaved runs after '
+        f'{args.warmup} warm-up, batch 1, fp32, at a reduced '
+        f'{ls.replace("x", " x ")} input on {", ".join(devices)}, '
+        'as a ratio to the baseline measured in the same run.', '',
+        '| Family | Config | Baseline | AP (reported) | GFLOPs (reported) '
+        f'| GFLOPs (measured, {fs}) | encoder GFLOPs (measured) '
+        '| measured / reported | params (M, measured) '
+        '| GFLOPs / baseline (reported) | GFLOPs / baseline (measured) '
+        f'| latency ms (measured, {ls}) | latency / baseline (measured) |',
+        '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|'
+    ]
+    for r in rows:
+        dev = deviation(r)
+        base = ('(itself)' if r['baseline'] == r['config'] else
+                short_name(name_of(r['baseline'])))
+        lines.append(
+            f'| {r["family"]} | [{r["name"]}](../../{r["config"]}) '
+            f'| {base} '
+            f'| {fmt(r["ap"])} | {fmt(r["rep_gflops"], "g")} '
+            f'| {fmt(r["gflops"])} | {fmt(r["enc_gflops"])} '
+            f'| {"-" if dev is None else format(dev, "+.0%")} '
+            f'| {fmt(r["params_m"], ".2f")} '
+            f'| {fmt(ratio(r["rep_gflops"], r["rep_base_gflops"]), ".2f")} '
+            f'| {fmt(ratio(r["gflops"], r["base_gflops"]), ".2f")} '
+            f'| {fmt(r["latency_ms"], ".0f")} '
+            f'| {fmt(r["latency_ratio"], ".2f")} |')
+    big = [r for r in rows
+           if deviation(r) is not None and abs(deviation(r)) > 0.1]
+    if big:
+        lines += [
+            '', '## Measured vs reported GFLOPs: differences over 10 %', '',
+            '| Config | reported | measured | difference | why |',
+            '|---|---:|---:|---:|---|'
+        ]
+        for r in big:
+            lines.append(
+                f'| {r["name"]} | {fmt(r["rep_gflops"], "g")} '
+                f'| {fmt(r["gflops"])} | {deviation(r):+.0%} '
+                f'| {r["rep"].get("note", "").strip()} |')
+    unverified = [r['name'] for r in rows
+                  if 'unverified' in str(r['rep'].get('gflops_source', ''))]
+    if unverified:
+        lines += [
+            '', 'Reported GFLOPs recalled from the papers and not yet checked '
+            'against the PDF (marked unverified in `reported.yml`): ' +
+            ', '.join(unverified) + '.'
+        ]
+    lines += [
+        '', '![reported AP vs measured GFLOPs](ap_vs_gflops.png)', ''
+    ]
+    return '\n'.join(lines)
+
+
+def plot(rows: List[dict], path: str, args) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(11, 7), dpi=120)
+    cmap = plt.get_cmap('tab10')
+    families = [f for f in FAMILY_ORDER + sorted({r['family'] for r in rows})
+                if any(r['family'] == f for r in rows)]
+    families = list(OrderedDict.fromkeys(families))
+    for i, fam in enumerate(families):
+        pts = [r for r in rows if r['family'] == fam and
+               r['ap'] is not None and r['gflops'] is not None]
+        if not pts:
+            continue
+        ax.scatter([r['gflops'] for r in pts], [r['ap'] for r in pts],
+                   s=60, color=cmap(i % 10), label=fam,
+                   marker='*' if all(r['baseline'] == r['config']
+                                     for r in pts) else 'o',
+                   edgecolors='black', linewidths=0.5, zorder=3)
+        for r in pts:
+            ax.annotate(short_name(r['name']), (r['gflops'], r['ap']),
+                        textcoords='offset points', xytext=(4, 3),
+                        fontsize=6, color=cmap(i % 10))
+    fs = ' x '.join(map(str, args.flops_shape))
+    ax.set_xlabel(f'GFLOPs, measured here ({fs}, multiply-adds)')
+    ax.set_ylabel('COCO val box AP, reported by the papers / model zoos')
+    ax.set_title('Reported AP vs measured GFLOPs (stars: baselines)')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc='lower right')
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    configs = [rel(c) for c in (args.configs or default_configs())]
+    with open(args.reported) as f:
+        reported = yaml.safe_load(f) or {}
+    cache = load_cache(args.cache)
+    log(f'{len(configs)} configs; cache {args.cache}')
+    models = plan(configs)
+    if not args.report_only:
+        run_flops(models, cache, args)
+        if not args.skip_latency:
+            run_latency(models, cache, args)
+    rows = collect(models, cache, reported, args)
+    os.makedirs(args.out_dir, exist_ok=True)
+    md = osp.join(args.out_dir, 'results.md')
+    with open(md, 'w') as f:
+        f.write(results_md(rows, args))
+    png = osp.join(args.out_dir, 'ap_vs_gflops.png')
+    plot(rows, png, args)
+    log(f'wrote {md} and {png}')
+
+
+if __name__ == '__main__':
+    main()

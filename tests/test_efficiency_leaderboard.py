@@ -1,0 +1,81 @@
+"""projects/efficiency/run.py end to end on two tiny configs at a small
+shape: measures, writes results.md and a readable PNG, and resumes from its
+cache without measuring again."""
+import json
+import os.path as osp
+import sys
+
+import matplotlib.image as mpimg
+from helpers import REPO, run_tool
+
+RUN = osp.join(REPO, 'projects', 'efficiency', 'run.py')
+BASE = 'configs/dino/dino-4scale_r18-tiny_1xb4-12e_shapes.py'
+VARIANT = 'configs/focus_detr/focus-detr-4scale_r18-tiny_1xb4-12e_shapes.py'
+
+
+def _run(tmp_path, *extra):
+    return run_tool([
+        sys.executable, RUN, '--configs', BASE, VARIANT, '--flops-shape',
+        '128', '160', '--latency-shape', '128', '128', '--warmup', '0',
+        '--repeats', '1', '--cache',
+        str(tmp_path / 'm.json'), '--out-dir',
+        str(tmp_path), *extra
+    ]).stdout
+
+
+def _row(md, name):
+    rows = [line for line in md.splitlines() if f'[{name}]' in line]
+    assert len(rows) == 1, md
+    return [c.strip() for c in rows[0].strip('|').split('|')]
+
+
+def test_leaderboard_runs_and_resumes(tmp_path):
+    out = _run(tmp_path)
+    assert '[flops 1/2]' in out and '[flops 2/2]' in out
+    # both tiny models are compared in one latency run, the DINO one first
+    assert '[latency 1/1]' in out, out
+    md = (tmp_path / 'results.md').read_text()
+    assert '128x160' in md and '128 x 128' in md
+    base = _row(md, 'dino-4scale_r18-tiny_1xb4-12e_shapes')
+    var = _row(md, 'focus-detr-4scale_r18-tiny_1xb4-12e_shapes')
+    assert base[2] == '(itself)' and var[2].startswith('dino-4scale_r18')
+    # columns: measured total, encoder GFLOPs, params, ratios
+    assert float(base[5]) > float(base[6]) > 0
+    assert float(var[5]) > 0 and float(var[8]) > 0
+    assert base[10] == '1.00' and base[12] == '1.00'
+    # Focus-DETR's encoder updates fewer tokens than DINO's
+    cache = json.loads((tmp_path / 'm.json').read_text())
+    enc = {v['config']: v['flops']['encoder'] for v in cache['flops'].values()}
+    assert enc[VARIANT] < enc[BASE]
+    img = mpimg.imread(str(tmp_path / 'ap_vs_gflops.png'))
+    assert img.ndim == 3 and img.shape[0] > 300 and img.shape[1] > 300
+
+    again = _run(tmp_path)
+    assert again.count(': cached') == 3, again
+    assert 'GFLOPs (' not in again  # nothing measured again
+    assert (tmp_path / 'results.md').read_text() == md
+
+
+def test_changed_model_is_measured_again(tmp_path):
+    cfg = tmp_path / 'cfgs' / 'tiny.py'
+    cfg.parent.mkdir()
+
+    def measure(queries):
+        cfg.write_text(f"_base_ = '{osp.join(REPO, BASE)}'\n"
+                       f'model = dict(num_queries={queries})\n')
+        return run_tool([
+            sys.executable, RUN, '--configs',
+            str(cfg), '--flops-shape', '128', '128', '--skip-latency',
+            '--cache',
+            str(tmp_path / 'm.json'), '--out-dir',
+            str(tmp_path)
+        ]).stdout
+
+    first = measure(100)
+    assert 'GFLOPs (' in first
+    second = measure(50)  # same file name, different model: not cached
+    assert 'GFLOPs (' in second and 'cached' not in second, second
+    cache = json.loads((tmp_path / 'm.json').read_text())
+    assert len(cache['flops']) == 2
+    totals = sorted(v['flops']['total'] for v in cache['flops'].values())
+    assert totals[0] < totals[1]

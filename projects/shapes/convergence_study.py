@@ -33,6 +33,17 @@ KEYS = {
     'SMCA (single-scale)': 'smca',
     'SMCA (multi-scale)': 'smca-ms'
 }
+# optional ablation (not in the default set): the single-scale SMCA model
+# with beta -> inf, i.e. log G = 0: DETR cross-attention + SMCA's focal
+# loss and centre-relative boxes, isolating the Gaussian prior
+MODELS['SMCA without Gaussian (beta=inf)'] = MODELS['SMCA (single-scale)']
+KEYS['SMCA without Gaussian (beta=inf)'] = 'smca-nogauss'
+OVERRIDES = {
+    'smca-nogauss': {
+        'model.decoder.layer_cfg.gaussian_cfg.beta': 1e30
+    }
+}
+DEFAULT_MODELS = ['detr', 'smca', 'smca-ms']
 
 
 def parse_args():
@@ -41,7 +52,7 @@ def parse_args():
     p.add_argument('--eval-interval', type=int, default=None,
                    help='default: iters // 5')
     p.add_argument('--out', default='work_dirs/smca_convergence')
-    p.add_argument('--models', nargs='+', default=list(KEYS.values()),
+    p.add_argument('--models', nargs='+', default=DEFAULT_MODELS,
                    choices=list(KEYS.values()))
     p.add_argument('--num-train', type=int, default=400)
     p.add_argument('--num-val', type=int, default=50)
@@ -60,6 +71,7 @@ def study_config(cfg_path: str, args, data_root: str, name: str) -> str:
     study's data; return its path."""
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(REPO, cfg_path))
+    cfg.merge_from_dict(OVERRIDES.get(name, {}))
     root = data_root.rstrip('/') + '/'
     for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         dl = cfg[split]

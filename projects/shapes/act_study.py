@@ -58,6 +58,11 @@ def parse_args():
                    help='only count encoder MACs with the analysis toolkit '
                    '(efficient_detr_mm.analysis) on the first N val images '
                    'for the checkpoints already in --work-dir')
+    p.add_argument('--gap', type=int, default=0, metavar='N',
+                   help='only measure, on the first N val images, how far '
+                   'the ACT predictions are from the same weights\' full-'
+                   'attention predictions, for the checkpoints already in '
+                   '--work-dir')
     return p.parse_args()
 
 
@@ -224,15 +229,78 @@ def toolkit_flops(args):
               f'({found[-1]})')
 
 
+def prediction_gap(args):
+    """ACT vs full attention with the same weights: mean |box difference|
+    (normalised cx, cy, w, h) and mean KL(full || ACT) of the class
+    distributions of the last decoder layer, over the first N val images
+    (batch 1, fixed hash seed)."""
+    import glob
+
+    import torch
+    from mmengine.config import Config
+    from mmengine.dataset import Compose
+
+    from efficient_detr_mm.act import act_enabled
+    from efficient_detr_mm.analysis.inputs import build_detector
+    root = (args.data_root or osp.join(args.work_dir, 'shapes')).rstrip('/')
+    imgs = sorted(glob.glob(osp.join(root, 'val', '*')))[:args.gap]
+    mtkd_ls = args.mtkd_ls or args.ls
+    runs = [(f'ACT L={L}', L, 'detr') for L in args.ls]
+    runs += [(f'ACT L={L} +plain ft', L, 'ft_plain') for L in mtkd_ls]
+    runs += [(f'ACT L={L} +MTKD', L, f'mtkd_l{L}') for L in mtkd_ls]
+    print(f'ACT vs full attention, same weights, {len(imgs)} val images')
+    print(f'{"model":<24}{"|dbox|":>10}{"KL(cls)":>10}{"same top1":>11}')
+    out = []
+    for name, L, sub in runs:
+        found = sorted(glob.glob(osp.join(args.work_dir, sub, 'epoch_*.pth')))
+        if not found:
+            continue
+        cfg = Config.fromfile(ACT_CFG.format(L))
+        cfg.model.act_cfg = dict(cfg.model.act_cfg, seed=args.seed)
+        model = build_detector(cfg, checkpoint=found[-1])
+        steps = [
+            t for t in cfg.test_dataloader.dataset.pipeline
+            if t['type'] != 'LoadAnnotations'
+        ]
+        pipe = Compose(steps)
+        dbox = kl = same = n = 0.
+        for i, path in enumerate(imgs):
+            data = pipe(dict(img_path=path, img_id=i))
+            batch = model.data_preprocessor(
+                dict(
+                    inputs=[data['inputs']],
+                    data_samples=[data['data_samples']]), False)
+            x, samples = batch['inputs'], batch['data_samples']
+            with torch.no_grad():
+                cls_a, box_a = model._forward(x, samples)
+                with act_enabled(model, False):
+                    cls_f, box_f = model._forward(x, samples)
+            pa = cls_a[-1].float().log_softmax(-1)
+            pf = cls_f[-1].float().log_softmax(-1)
+            dbox += (box_a[-1] - box_f[-1]).abs().mean().item()
+            kl += (pf.exp() * (pf - pa)).sum(-1).mean().item()
+            same += (pa.argmax(-1) == pf.argmax(-1)).float().mean().item()
+            n += 1
+        row = dict(
+            model=name, dbox=dbox / n, kl=kl / n, same_top1=same / n)
+        out.append(row)
+        print(f'{name:<24}{row["dbox"]:>10.4f}{row["kl"]:>10.4f}'
+              f'{row["same_top1"]:>11.3f}  ({found[-1]})')
+    with open(osp.join(args.work_dir, 'act_gap.json'), 'w') as f:
+        json.dump(out, f, indent=1)
+
+
 def main():
     args = parse_args()
     os.chdir(REPO)
     import efficient_detr_mm  # noqa: F401
-    if args.toolkit_flops:
+    if args.toolkit_flops or args.gap:
         import warnings
         warnings.filterwarnings('ignore')
         from mmdet.utils import register_all_modules
         register_all_modules()
+        if args.gap:
+            return prediction_gap(args)
         return toolkit_flops(args)
     from efficient_detr_mm.datasets import make_shapes_dataset
     t0 = time.time()

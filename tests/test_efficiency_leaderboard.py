@@ -47,6 +47,9 @@ def test_leaderboard_runs_and_resumes(tmp_path):
     cache = json.loads((tmp_path / 'm.json').read_text())
     enc = {v['config']: v['flops']['encoder'] for v in cache['flops'].values()}
     assert enc[VARIANT] < enc[BASE]
+    zoo = (tmp_path / 'README_zoo_section.md').read_text()
+    assert '](configs/focus_detr/README.md)' in zoo
+    assert 'python projects/efficiency/run.py' in zoo
     img = mpimg.imread(str(tmp_path / 'ap_vs_gflops.png'))
     assert img.ndim == 3 and img.shape[0] > 300 and img.shape[1] > 300
 
@@ -56,26 +59,28 @@ def test_leaderboard_runs_and_resumes(tmp_path):
     assert (tmp_path / 'results.md').read_text() == md
 
 
-def test_changed_model_is_measured_again(tmp_path):
+def test_changed_model_gets_a_new_cache_key(tmp_path):
+    """The cache is keyed by the model dict: editing a config's model makes
+    run_flops measure it again; the same model under two names is one key."""
+    sys.path.insert(0, osp.dirname(RUN))
+    try:
+        import run as leaderboard
+    finally:
+        sys.path.remove(osp.dirname(RUN))
     cfg = tmp_path / 'cfgs' / 'tiny.py'
+    twin = tmp_path / 'cfgs' / 'twin.py'
     cfg.parent.mkdir()
 
-    def measure(queries):
-        cfg.write_text(f"_base_ = '{osp.join(REPO, BASE)}'\n"
-                       f'model = dict(num_queries={queries})\n')
-        return run_tool([
-            sys.executable, RUN, '--configs',
-            str(cfg), '--flops-shape', '128', '128', '--skip-latency',
-            '--cache',
-            str(tmp_path / 'm.json'), '--out-dir',
-            str(tmp_path)
-        ]).stdout
+    def write(path, queries):
+        path.write_text(f"_base_ = '{osp.join(REPO, BASE)}'\n"
+                        f'model = dict(num_queries={queries})\n'
+                        f'train_cfg = dict(max_epochs={queries})\n')
 
-    first = measure(100)
-    assert 'GFLOPs (' in first
-    second = measure(50)  # same file name, different model: not cached
-    assert 'GFLOPs (' in second and 'cached' not in second, second
-    cache = json.loads((tmp_path / 'm.json').read_text())
-    assert len(cache['flops']) == 2
-    totals = sorted(v['flops']['total'] for v in cache['flops'].values())
-    assert totals[0] < totals[1]
+    write(cfg, 100)
+    write(twin, 100)
+    models = leaderboard.plan([str(cfg), str(twin)])
+    first, same = [m['hash'] for m in models.values()]
+    assert first == same  # schedule differs, model identical: measured once
+    write(cfg, 50)
+    changed = leaderboard.plan([str(cfg)])
+    assert list(changed.values())[0]['hash'] != first

@@ -345,7 +345,7 @@ def ratio(a, b):
 
 
 def short_name(name: str) -> str:
-    return re.sub(r'_(\d+xb\d+-)?\d+e_coco$', '', name)
+    return re.sub(r'_\d+xb\d+-(\d+e)_coco$', r'_\1', name)
 
 
 def deviation(r) -> Optional[float]:
@@ -423,6 +423,59 @@ def results_md(rows: List[dict], args) -> str:
     return '\n'.join(lines)
 
 
+FAMILY_PAGES = OrderedDict([
+    ('DETR / DETR-DC5', 'configs/detr/README.md'),
+    ('Deformable DETR', 'configs/deformable_detr/README.md'),
+    ('DINO', 'configs/dino/README.md'),
+    ('Focus-DETR', 'configs/focus_detr/README.md'),
+    ('Lite DETR (Lite-DINO, Lite-Deformable-DETR)',
+     'configs/lite_detr/README.md'),
+    ('SMCA', 'configs/smca/README.md'),
+    ('ACT (+ MTKD)', 'configs/act/README.md'),
+])
+
+
+def zoo_section(rows: List[dict], args) -> str:
+    """The main README's model-zoo section (links relative to the repo
+    root): a compact leaderboard, how to reproduce it, the family pages."""
+    fs = ' x '.join(map(str, args.flops_shape))
+    ls = ' x '.join(map(str, args.latency_shape))
+    lines = [
+        '## Model zoo', '',
+        'Every model config is listed in [model-index.yml](model-index.yml) '
+        '(mmdet format; one `metafile.yml` per family). Box AP and paper '
+        'GFLOPs are **reported** by the papers / model zoos (no COCO '
+        'training was run here); GFLOPs and latency ratios are **measured** '
+        f'here: multiply-adds at {fs} (random weights, noise image), CPU '
+        f'latency at a reduced {ls} input, batch 1, as a ratio to the '
+        'family\'s baseline in the same run.', '',
+        '| Model | AP (reported) | GFLOPs (reported) '
+        f'| GFLOPs (measured, {fs}) | GFLOPs / baseline (measured) '
+        f'| latency / baseline (CPU, {ls}) |', '|---|---:|---:|---:|---:|---:|'
+    ]
+    for r in rows:
+        lines.append(
+            f'| [{short_name(r["name"])}]({r["config"]}) | {fmt(r["ap"])} '
+            f'| {fmt(r["rep_gflops"], "g")} | {fmt(r["gflops"])} '
+            f'| {fmt(ratio(r["gflops"], r["base_gflops"]), ".2f")} '
+            f'| {fmt(r["latency_ratio"], ".2f")} |')
+    lines += [
+        '', 'Full table (encoder GFLOPs, parameters, reported ratios, '
+        'latencies, reasons for differences over 10 % to the papers) in '
+        '[projects/efficiency/results.md](projects/efficiency/results.md); '
+        'plot of reported AP against measured GFLOPs: '
+        '[ap_vs_gflops.png](projects/efficiency/ap_vs_gflops.png).', '',
+        'Reproduce (resumable, skips what is already measured; about 1-2 '
+        'min per model on one CPU core):', '', '```shell',
+        'OMP_NUM_THREADS=1 python projects/efficiency/run.py', '```', '',
+        'See [projects/efficiency/README.md](projects/efficiency/README.md) '
+        'for options (other shapes, a GPU, a subset of configs).', '',
+        'Family pages (method, options, reported and measured results):', ''
+    ]
+    lines += [f'- [{k}]({v})' for k, v in FAMILY_PAGES.items()]
+    return '\n'.join(lines) + '\n'
+
+
 def plot(rows: List[dict], path: str, args) -> None:
     import matplotlib
     matplotlib.use('Agg')
@@ -438,13 +491,15 @@ def plot(rows: List[dict], path: str, args) -> None:
         if not pts:
             continue
         ax.scatter([r['gflops'] for r in pts], [r['ap'] for r in pts],
-                   s=60, color=cmap(i % 10), label=fam,
+                   s=140 if pts[0]['baseline'] == pts[0]['config'] else 60,
+                   color=cmap(i % 10), label=fam,
                    marker='*' if all(r['baseline'] == r['config']
                                      for r in pts) else 'o',
                    edgecolors='black', linewidths=0.5, zorder=3)
-        for r in pts:
+        for k, r in enumerate(pts):
             ax.annotate(short_name(r['name']), (r['gflops'], r['ap']),
-                        textcoords='offset points', xytext=(4, 3),
+                        textcoords='offset points',
+                        xytext=(5, 3 if k % 2 == 0 else -9),
                         fontsize=6, color=cmap(i % 10))
     fs = ' x '.join(map(str, args.flops_shape))
     ax.set_xlabel(f'GFLOPs, measured here ({fs}, multiply-adds)')
@@ -474,6 +529,8 @@ def main(argv=None):
     md = osp.join(args.out_dir, 'results.md')
     with open(md, 'w') as f:
         f.write(results_md(rows, args))
+    with open(osp.join(args.out_dir, 'README_zoo_section.md'), 'w') as f:
+        f.write(zoo_section(rows, args))
     png = osp.join(args.out_dir, 'ap_vs_gflops.png')
     plot(rows, png, args)
     log(f'wrote {md} and {png}')

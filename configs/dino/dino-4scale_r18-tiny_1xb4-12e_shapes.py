@@ -43,7 +43,10 @@ train_cfg = dict(max_epochs=max_epochs, val_interval=4)
 param_scheduler = [
     dict(type='MultiStepLR', end=max_epochs, by_epoch=True, milestones=[10])
 ]
-optim_wrapper = dict(optimizer=dict(lr=2e-4))
+# the backbone is trained from scratch here: no 0.1 lr multiplier for it
+optim_wrapper = dict(
+    optimizer=dict(lr=2e-4),
+    paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=1.0)}))
 default_hooks = dict(
     logger=dict(interval=20), checkpoint=dict(interval=4, max_keep_ckpts=2))
 # base_batch_size = (1 process) x (4 samples)

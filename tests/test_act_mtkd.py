@@ -8,7 +8,7 @@ import torch
 from helpers import det_samples, load_config
 from mmdet.registry import HOOKS, MODELS
 
-from efficient_detr_mm.act import ACTDETR, MTKDLoss
+from efficient_detr_mm.act import ACTDETR, MTKDLoss, act_enabled
 
 CFG = 'act/act-l16_r18-tiny-dc5_1xb4-12e_shapes.py'
 
@@ -195,3 +195,24 @@ def test_official_detr_checkpoint_converts_to_act_detr():
     assert torch.equal(
         model.encoder.layers[3].self_attn.attn.in_proj_weight,
         official['transformer.encoder.layers.3.self_attn.in_proj_weight'])
+
+
+def test_teacher_without_dropout_is_the_eval_mode_teacher(monkeypatch):
+    model, inputs, samples = _model_and_batch()
+    seen = []
+    orig = model.bbox_head.loss_by_feat
+
+    def spy(cls, box, *args):
+        seen.append(box.detach())
+        return orig(cls, box, *args)
+
+    monkeypatch.setattr(model.bbox_head, 'loss_by_feat', spy)
+    model.set_mtkd(teacher_dropout=False)
+    model.loss(inputs, copy.deepcopy(samples))
+    assert model.encoder.training and model.decoder.training  # restored
+    with torch.no_grad(), act_enabled(model, False):
+        feats = model.extract_feat(inputs)  # train-mode BN, as in loss()
+        model.encoder.eval(), model.decoder.eval()
+        ref = model.bbox_head(
+            **model.forward_transformer(feats, copy.deepcopy(samples)))[1]
+    torch.testing.assert_close(seen[0], ref)

@@ -1,8 +1,8 @@
 """ACTDETR: DETR whose encoder self-attention is :class:`ACTAttention`,
 with the Multi-Task Knowledge Distillation (MTKD) training mode."""
 import copy
-from contextlib import nullcontext
-from typing import Dict, List, Optional
+from contextlib import contextmanager, nullcontext
+from typing import Dict, Iterator, List, Optional
 
 import torch
 from mmdet.models.utils import unpack_gt_instances
@@ -21,6 +21,7 @@ MTKD_DEFAULTS = dict(
     teacher_weight=1.0,
     train_teacher_branch=True,
     teacher_detach=True,
+    teacher_dropout=True,
     distill_loss=dict(type='MTKDLoss'))
 
 
@@ -105,8 +106,10 @@ class ACTDETR(EffDETR):
                 (teacher) and on (student) on the same backbone features.
             **options: ``student_weight``, ``teacher_weight``,
                 ``train_teacher_branch``, ``teacher_detach``,
-                ``distill_loss`` (config of the distillation loss), see
-                :data:`MTKD_DEFAULTS`.
+                ``teacher_dropout`` (False: the shared-weights teacher
+                branch runs its transformer without dropout, so the KD
+                target is not dropout noise), ``distill_loss`` (config
+                of the distillation loss), see :data:`MTKD_DEFAULTS`.
         """
         unknown = set(options) - set(MTKD_DEFAULTS)
         if unknown:
@@ -152,7 +155,8 @@ class ACTDETR(EffDETR):
         if teacher is None:
             train_t = cfg['train_teacher_branch']
             with act_enabled(self, False), \
-                    (nullcontext() if train_t else torch.no_grad()):
+                    (nullcontext() if train_t else torch.no_grad()), \
+                    _no_dropout(self, not cfg['teacher_dropout']):
                 cls_t, box_t = self._head_outputs(self, img_feats,
                                                   batch_data_samples)
             if train_t:
@@ -175,6 +179,21 @@ class ACTDETR(EffDETR):
             cls_t, box_t = cls_t.detach(), box_t.detach()
         losses.update(cfg['distill_loss'](box_s, box_t, cls_s, cls_t))
         return losses
+
+
+@contextmanager
+def _no_dropout(model: nn.Module, active: bool) -> Iterator[None]:
+    """Run the transformer (encoder, decoder) in eval mode, i.e. without
+    dropout (it has no batch norm), when ``active``."""
+    parts = [model.encoder, model.decoder] if active else []
+    modes = [p.training for p in parts]
+    for p in parts:
+        p.train(False)
+    try:
+        yield
+    finally:
+        for p, mode in zip(parts, modes):
+            p.train(mode)
 
 
 def _scaled(losses: Dict[str, Tensor], weight: float,

@@ -99,6 +99,9 @@ class MTKDHook(Hook):
             (shared weights); False runs it without gradient.
         teacher_detach (bool): stop the gradient of the distillation loss
             into the teacher's boxes. Defaults to True.
+        teacher_dropout (bool): keep dropout in the shared-weights teacher
+            branch (default True); False runs it without dropout, so that
+            the distillation target is not dropout noise.
         distill_loss (dict): config of the distillation loss
             (``MTKDLoss``: ``loss_type``, ``loss_weight``, ``all_layers``).
         teacher_checkpoint (str, optional): load a separate frozen teacher
@@ -115,6 +118,7 @@ class MTKDHook(Hook):
                  teacher_weight: float = 1.0,
                  train_teacher_branch: bool = True,
                  teacher_detach: bool = True,
+                 teacher_dropout: bool = True,
                  distill_loss: dict = dict(type='MTKDLoss'),
                  teacher_checkpoint: Optional[str] = None,
                  teacher_model: Optional[dict] = None,
@@ -124,6 +128,7 @@ class MTKDHook(Hook):
             teacher_weight=teacher_weight,
             train_teacher_branch=train_teacher_branch,
             teacher_detach=teacher_detach,
+            teacher_dropout=teacher_dropout,
             distill_loss=copy.deepcopy(dict(distill_loss)))
         # fail at build time on a bad loss config
         MODELS.build(self.options['distill_loss'])

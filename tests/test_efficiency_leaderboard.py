@@ -1,6 +1,7 @@
 """projects/efficiency/run.py end to end on two tiny configs at a small
 shape: measures, writes results.md and a readable PNG, and resumes from its
 cache without measuring again."""
+import importlib.util
 import json
 import os.path as osp
 import sys
@@ -62,11 +63,9 @@ def test_leaderboard_runs_and_resumes(tmp_path):
 def test_changed_model_gets_a_new_cache_key(tmp_path):
     """The cache is keyed by the model dict: editing a config's model makes
     run_flops measure it again; the same model under two names is one key."""
-    sys.path.insert(0, osp.dirname(RUN))
-    try:
-        import run as leaderboard
-    finally:
-        sys.path.remove(osp.dirname(RUN))
+    spec = importlib.util.spec_from_file_location('efficiency_run', RUN)
+    leaderboard = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(leaderboard)
     cfg = tmp_path / 'cfgs' / 'tiny.py'
     twin = tmp_path / 'cfgs' / 'twin.py'
     cfg.parent.mkdir()

@@ -12,22 +12,21 @@ Without a checkpoint the model keeps its initial weights (useful only to
 check the tool and the token budget).
 """
 import argparse
-import copy
 import json
 import os.path as osp
 import sys
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.dataset import Compose, pseudo_collate
 from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
 
 # isort: off
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 import efficient_detr_mm  # noqa: E402,F401
 from efficient_detr_mm.visualization.focus_tokens import (  # noqa: E402
     draw_focus_tokens, focus_token_maps)
+from efficient_detr_mm.visualization.inputs import (  # noqa: E402
+    build_eval_model, load_image)
 # isort: on
 
 
@@ -50,32 +49,13 @@ def parse_args():
 
 
 def build_model(cfg: Config, checkpoint, device: str):
-    from mmdet.registry import MODELS
-    model_cfg = copy.deepcopy(cfg.model)
-    if checkpoint:
-        model_cfg.backbone.init_cfg = None  # the checkpoint has the weights
-    model = MODELS.build(model_cfg)
+    model = build_eval_model(cfg, checkpoint, device)
     if type(model).__name__ != 'FocusDETR' and not hasattr(
             model, 'select_tokens'):
-        raise ValueError(f'{cfg.filename}: model type {model_cfg.type} has '
+        raise ValueError(f'{cfg.filename}: model type {cfg.model.type} has '
                          'no Foreground Token Selector (use a focus_detr '
                          'config)')
-    if checkpoint:
-        load_checkpoint(model, checkpoint, map_location='cpu')
-    else:
-        model.init_weights()
-    return model.to(device).eval()
-
-
-def test_pipeline(cfg: Config) -> Compose:
-    """The config's test pipeline without annotation loading."""
-    steps = copy.deepcopy(cfg.test_dataloader.dataset.pipeline)
-    steps = [s for s in steps if s['type'] != 'LoadAnnotations']
-    for s in steps:
-        if s['type'] == 'PackDetInputs':
-            s['meta_keys'] = ('img_id', 'img_path', 'ori_shape', 'img_shape',
-                              'scale_factor')
-    return Compose(steps)
+    return model
 
 
 def main():
@@ -85,8 +65,7 @@ def main():
         cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     model = build_model(cfg, args.checkpoint, args.device)
-    data = test_pipeline(cfg)(dict(img_path=args.img, img_id=0))
-    batch = model.data_preprocessor(pseudo_collate([data]), False)
+    data, batch = load_image(cfg, model, args.img)
     maps = focus_token_maps(model, batch['inputs'], batch['data_samples'])
 
     # the network-input image (resized, before padding), RGB

@@ -20,22 +20,21 @@ picks the encoder layer (default: the last, an all-token layer in Lite
 DETR; in a high-level-only layer only high-level tokens are queries).
 """
 import argparse
-import copy
 import json
 import os.path as osp
 import sys
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.dataset import Compose, pseudo_collate
 from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
 
 # isort: off
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 import efficient_detr_mm  # noqa: E402,F401
 from efficient_detr_mm.visualization.kda import (  # noqa: E402
     capture_encoder_attention, draw_sampling_points, nearest_queries)
+from efficient_detr_mm.visualization.inputs import (  # noqa: E402
+    build_eval_model, load_image)
 # isort: on
 
 
@@ -69,31 +68,9 @@ def parse_args():
     return parser.parse_args()
 
 
-def build_model(cfg: Config, checkpoint, device: str):
-    from mmdet.registry import MODELS
-    model_cfg = copy.deepcopy(cfg.model)
-    if checkpoint:
-        model_cfg.backbone.init_cfg = None
-    model = MODELS.build(model_cfg)
-    if checkpoint:
-        load_checkpoint(model, checkpoint, map_location='cpu')
-    else:
-        model.init_weights()
-    return model.to(device).eval()
-
-
 def prepare(cfg: Config, model, img: str):
     """The image through the config's test pipeline and preprocessor."""
-    steps = [
-        s for s in copy.deepcopy(cfg.test_dataloader.dataset.pipeline)
-        if s['type'] != 'LoadAnnotations'
-    ]
-    for s in steps:
-        if s['type'] == 'PackDetInputs':
-            s['meta_keys'] = ('img_id', 'img_path', 'ori_shape', 'img_shape',
-                              'scale_factor')
-    data = pseudo_collate([Compose(steps)(dict(img_path=img, img_id=0))])
-    data = model.data_preprocessor(data, False)
+    _, data = load_image(cfg, model, img)
     return data['inputs'], data['data_samples']
 
 
@@ -128,7 +105,7 @@ def main():
                       args.compare_checkpoint))
     panels, image, pad_shape, dump = [], None, None, []
     for spec_cfg, ckpt in specs:
-        model = build_model(spec_cfg, ckpt, args.device)
+        model = build_eval_model(spec_cfg, ckpt, args.device)
         inputs, samples = prepare(spec_cfg, model, args.img)
         res = capture_encoder_attention(model, inputs, samples, args.layer)
         ph, pw = samples[0].batch_input_shape

@@ -12,21 +12,20 @@ Without a checkpoint the model keeps its initial weights (the maps are then
 the learned-anchor priors at initialisation: sigma = 2 feature cells).
 """
 import argparse
-import copy
 import json
 import os.path as osp
 import sys
 
 from mmengine.config import Config, DictAction
-from mmengine.dataset import Compose, pseudo_collate
 from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
 
 # isort: off
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 import efficient_detr_mm  # noqa: E402,F401
 from efficient_detr_mm.visualization.smca import (  # noqa: E402
     draw_smca_maps, smca_gaussian_maps)
+from efficient_detr_mm.visualization.inputs import (  # noqa: E402
+    build_eval_model, load_image)
 # isort: on
 
 
@@ -55,31 +54,12 @@ def parse_args():
 
 
 def build_model(cfg: Config, checkpoint, device: str):
-    from mmdet.registry import MODELS
-    model_cfg = copy.deepcopy(cfg.model)
-    if checkpoint:
-        model_cfg.backbone.init_cfg = None
-    model = MODELS.build(model_cfg)
+    model = build_eval_model(cfg, checkpoint, device)
     if not hasattr(model.decoder, 'layers') or not hasattr(
             model.decoder.layers[0], 'gaussian'):
-        raise ValueError(f'{cfg.filename}: model type {model_cfg.type} has '
+        raise ValueError(f'{cfg.filename}: model type {cfg.model.type} has '
                          'no SMCA decoder (use an smca config)')
-    if checkpoint:
-        load_checkpoint(model, checkpoint, map_location='cpu')
-    else:
-        model.init_weights()
-    return model.to(device).eval()
-
-
-def test_pipeline(cfg: Config) -> Compose:
-    """The config's test pipeline without annotation loading."""
-    steps = copy.deepcopy(cfg.test_dataloader.dataset.pipeline)
-    steps = [s for s in steps if s['type'] != 'LoadAnnotations']
-    for s in steps:
-        if s['type'] == 'PackDetInputs':
-            s['meta_keys'] = ('img_id', 'img_path', 'ori_shape', 'img_shape',
-                              'scale_factor')
-    return Compose(steps)
+    return model
 
 
 def main():
@@ -89,9 +69,7 @@ def main():
         cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     model = build_model(cfg, args.checkpoint, args.device)
-    data = pseudo_collate([test_pipeline(cfg)(dict(img_path=args.img,
-                                                   img_id=0))])
-    data = model.data_preprocessor(data, False)
+    _, data = load_image(cfg, model, args.img)
     inputs, samples = data['inputs'], data['data_samples']
     res = smca_gaussian_maps(model, inputs, samples, layer=args.layer,
                              level=args.level, topk=args.topk)

@@ -2,6 +2,7 @@
 retraining), MTKD with tools/train.py and 2-process tools/dist_train.sh,
 and the cluster picture tool."""
 import glob
+import importlib.util
 import json
 import math
 import os.path as osp
@@ -9,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from helpers import load_config, python_tool, run_tool, shapes_options
+from helpers import REPO, load_config, python_tool, run_tool, shapes_options
 from mmdet.registry import MODELS
 
 DETR = 'configs/detr/detr_r18-tiny-dc5_1xb4-12e_shapes.py'
@@ -89,3 +90,79 @@ def test_visualize_act_clusters(shapes_root, tmp_path, detr_ckpt):
     pic = mmcv.imread(out)
     src = mmcv.imread(img)
     assert pic.shape == src.shape
+
+
+def _act_study_module():
+    spec = importlib.util.spec_from_file_location(
+        'act_study', osp.join(REPO, 'projects', 'shapes', 'act_study.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_act_study_script_end_to_end(tmp_path):
+    """projects/shapes/act_study.py on a given checkpoint, all three stages
+    at one L with the focal-loss variant, then --report."""
+    study = _act_study_module()
+    args = study.parse_args(['--cls-loss', 'focal'])
+    cfg = study.load_config(study.DETR_CFG, args)
+    assert cfg.model.bbox_head.loss_cls.type == 'FocalLoss'
+    assert cfg.model.train_cfg.assigner.match_costs[0]['type'] == \
+        'FocalLossCost'
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    detr_ckpt = str(tmp_path / 'focal_detr.pth')
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), detr_ckpt)
+    work = str(tmp_path / 'study')
+    out = python_tool(
+        'projects/shapes/act_study.py', '--work-dir', work, '--num-train',
+        '4', '--num-val', '2', '--checkpoint', detr_ckpt,
+        '--checkpoint-iters', '7', '--mtkd-iters', '1', '--ls', '16',
+        '--cls-loss', 'focal').stdout
+    with open(osp.join(work, 'act_study.json')) as f:
+        res = json.load(f)
+    names = [r['model'] for r in res['rows']]
+    assert names == [
+        'DETR (full attention)', 'ACT L=16', 'DETR +plain ft (full attention)',
+        'ACT L=16 +plain ft', 'ACT L=16 +MTKD', 'MTKD L=16 weights, ACT off'
+    ]
+    rows = {r['model']: r for r in res['rows']}
+    assert rows['ACT L=16']['iters'] == 7
+    assert rows['ACT L=16 +MTKD']['iters'] == 8
+    # ACT reduces the counted encoder work and records its prototypes
+    full = rows['DETR (full attention)']
+    act = rows['ACT L=16']
+    assert act['enc_macs'] < full['enc_macs'] and not full['protos']
+    assert all(0 < v <= 1 for v in act['protos'].values())
+    assert len(act['protos']) == 2  # one per encoder layer
+    # focal loss: sigmoid classifier, one logit per class (no background)
+    ckpt = osp.join(work, 'mtkd_l16', 'iter_1.pth')
+    sd = torch.load(ckpt, map_location='cpu')['state_dict']
+    assert sd['bbox_head.fc_cls.weight'].shape[0] == 6
+    assert 'ACT L=16 +MTKD' in out
+    assert 'size mismatch' not in out and 'missing keys' not in out
+    rep = python_tool('projects/shapes/act_study.py', '--report',
+                      osp.join(work, 'act_study.json')).stdout
+    assert 'MTKD L=16 weights, ACT off' in rep and 'cls loss focal' in rep
+
+
+def test_act_study_backbone_from_loads_only_the_backbone(tmp_path):
+    study = _act_study_module()
+    args = study.parse_args([])
+    torch.manual_seed(0)
+    donor = MODELS.build(study.load_config(study.DETR_CFG, args).model)
+    ckpt = str(tmp_path / 'donor.pth')
+    torch.save(dict(state_dict=donor.state_dict(), meta=dict()), ckpt)
+    cfg = study.backbone_from(study.load_config(study.DETR_CFG, args), ckpt)
+    torch.manual_seed(1)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    got, want = model.state_dict(), donor.state_dict()
+    for k in ('backbone.conv1.weight', 'backbone.layer4.1.conv2.weight'):
+        assert torch.equal(got[k], want[k]), k
+    # the transformer keeps its own (different) initialisation
+    k = 'encoder.layers.0.self_attn.attn.in_proj_weight'
+    assert not torch.equal(got[k], want[k])
+    with pytest.raises(SystemExit):
+        study.parse_args(['--backbone-from', str(tmp_path / 'missing.pth')])

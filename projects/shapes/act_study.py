@@ -1,23 +1,36 @@
 """ACT / MTKD study on the tiny DETR-DC5 for synthetic shapes (CPU).
 
     OMP_NUM_THREADS=1 python projects/shapes/act_study.py \
-        [--work-dir /tmp/act_study] [--train-epochs 25] [--mtkd-epochs 2]
+        --work-dir /tmp/act_study [--train-iters 4000] [--mtkd-iters 200]
 
 1. generates a synthetic-shapes dataset (``--num-train`` / ``--num-val``);
 2. trains the tiny DETR-DC5 (configs/detr/detr_r18-tiny-dc5_1xb4-12e_shapes.py)
-   for ``--train-epochs`` epochs (the iteration count is printed);
-3. evaluates its checkpoint with full attention and with ACT at each L
-   (configs/act/act-l{L}_r18-tiny-dc5_1xb4-12e_shapes.py, no retraining,
-   batch 1, fixed hash seed), recording prototypes per layer and the
-   encoder multiply-adds (ACTAttention.flop_count with the run's real
+   for ``--train-iters`` iterations at a constant lr (or takes an existing
+   checkpoint with ``--checkpoint``);
+3. ``eval``: evaluates that checkpoint with full attention and with ACT at
+   each L (configs/act/act-l{L}_r18-tiny-dc5_1xb4-12e_shapes.py, no
+   retraining, batch 1, fixed hash seed), recording prototypes per layer and
+   the encoder multiply-adds (ACTAttention.flop_count with the run's real
    prototype counts + the FFNs; averaged over the val images);
-4. fine-tunes the DETR checkpoint with MTKD at each L
-   (configs/act/act-l{L}-mtkd_r18-tiny-dc5_1xb4-4e_shapes.py) and, as a
-   control with the same number of extra iterations, without MTKD (plain
-   DETR training); evaluates both with ACT;
-5. prints the table (also written to ``<work-dir>/act_study.json``).
+4. ``control``: fine-tunes the checkpoint ``--mtkd-iters`` more iterations
+   with the plain DETR loss and evaluates it with full attention and ACT;
+5. ``mtkd``: fine-tunes the checkpoint with MTKD at each L
+   (configs/act/act-l{L}-mtkd_r18-tiny-dc5_1xb4-4e_shapes.py) for the same
+   number of iterations and evaluates it with ACT (and with ACT off);
+6. prints the table and writes ``<work-dir>/act_study.json``.
+
+``--stages`` runs a subset, so the stages can run as parallel processes
+(one core each, separate ``--work-dir``) on one checkpoint; ``--report
+A/act_study.json B/act_study.json`` prints their merged table.
+``--cls-loss focal`` swaps DETR's softmax cross-entropy for sigmoid focal
+loss + focal matching cost in every model of the study (the tiny DETR
+reaches non-zero AP on CPU much sooner with it; ACT only changes the
+encoder).  ``--gap N`` / ``--toolkit-flops N`` measure the ACT-vs-full
+prediction gap / count encoder MACs with the analysis toolkit for the
+checkpoints already in ``--work-dir``.
 """
 import argparse
+import glob
 import json
 import os
 import os.path as osp
@@ -30,30 +43,45 @@ sys.path.insert(0, REPO)
 DETR_CFG = 'configs/detr/detr_r18-tiny-dc5_1xb4-12e_shapes.py'
 ACT_CFG = 'configs/act/act-l{}_r18-tiny-dc5_1xb4-12e_shapes.py'
 MTKD_CFG = 'configs/act/act-l{}-mtkd_r18-tiny-dc5_1xb4-4e_shapes.py'
+STAGES = ('eval', 'control', 'mtkd')
 
 
-def parse_args():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--work-dir', default='/tmp/act_study')
     p.add_argument('--data-root', default=None,
                    help='default: <work-dir>/shapes')
-    p.add_argument('--num-train', type=int, default=100)
+    p.add_argument('--num-train', type=int, default=400)
     p.add_argument('--num-val', type=int, default=50)
-    p.add_argument('--train-epochs', type=int, default=25)
+    p.add_argument('--train-iters', type=int, default=4000)
     p.add_argument('--train-lr', type=float, default=2e-4)
-    p.add_argument('--backbone-lr-mult', type=float, default=None,
-                   help="override the config's backbone lr_mult (0.1)")
-    p.add_argument('--init-from', default=None,
-                   help='start the DETR training from this checkpoint '
-                   '(weights only), e.g. a previous run of this script')
-    p.add_argument('--init-iters', type=int, default=0,
-                   help='iterations already done by --init-from (reported)')
-    p.add_argument('--mtkd-epochs', type=int, default=2)
+    p.add_argument('--backbone-lr-mult', type=float, default=1.0,
+                   help='ResNet-18 is trained from scratch: full lr by '
+                   'default (the config keeps the 0.1 of a pretrained one)')
+    p.add_argument('--backbone-from', default=None, metavar='CKPT',
+                   help="initialise the DETR's ResNet-18 from the "
+                   "'backbone.*' weights of this checkpoint (e.g. the "
+                   "tiny DINO of `make demo`), as DETR starts from an "
+                   'ImageNet-pretrained backbone')
+    p.add_argument('--val-interval', type=int, default=None,
+                   help='validate during the DETR training every N '
+                   'iterations (default: only at the end)')
+    p.add_argument('--checkpoint', default=None,
+                   help='skip the DETR training and study this checkpoint')
+    p.add_argument('--checkpoint-iters', type=int, default=None,
+                   help='iterations the --checkpoint was trained (reported; '
+                   "default: read from its 'meta')")
+    p.add_argument('--mtkd-iters', type=int, default=200)
     p.add_argument('--mtkd-lr', type=float, default=5e-5)
     p.add_argument('--ls', type=int, nargs='+', default=[16, 20, 24, 32])
     p.add_argument('--mtkd-ls', type=int, nargs='+', default=None,
                    help='L values fine-tuned with MTKD (default: --ls)')
+    p.add_argument('--stages', nargs='+', default=list(STAGES),
+                   choices=STAGES)
+    p.add_argument('--cls-loss', default='ce', choices=['ce', 'focal'])
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--report', nargs='+', default=None, metavar='JSON',
+                   help='only print the merged table of these results')
     p.add_argument('--toolkit-flops', type=int, default=0, metavar='N',
                    help='only count encoder MACs with the analysis toolkit '
                    '(efficient_detr_mm.analysis) on the first N val images '
@@ -63,7 +91,34 @@ def parse_args():
                    'the ACT predictions are from the same weights\' full-'
                    'attention predictions, for the checkpoints already in '
                    '--work-dir')
-    return p.parse_args()
+    args = p.parse_args(argv)
+    for name in ('checkpoint', 'backbone_from'):
+        path = getattr(args, name)
+        if path is not None and not osp.isfile(path):
+            p.error(f'--{name.replace("_", "-")} {path}: no such file')
+    for name in ('train_iters', 'mtkd_iters'):
+        if getattr(args, name) < 1:
+            p.error(f'--{name.replace("_", "-")} must be >= 1')
+    return args
+
+
+def load_config(path, args, L=None):
+    """The shipped config at ``path`` with the study's changes: the
+    classification loss (``--cls-loss``) and, for ACT, a fixed hash seed."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(REPO, path))
+    if args.cls_loss == 'focal':
+        cfg.model.bbox_head.loss_cls = dict(
+            type='FocalLoss',
+            use_sigmoid=True,
+            gamma=2.0,
+            alpha=0.25,
+            loss_weight=2.0)
+        cfg.model.train_cfg.assigner.match_costs[0] = dict(
+            type='FocalLossCost', weight=2.0)
+    if L is not None:
+        cfg.model.act_cfg = dict(cfg.model.get('act_cfg', {}), seed=args.seed)
+    return cfg
 
 
 def _data_cfg(cfg, root, seed, work_dir):
@@ -76,51 +131,61 @@ def _data_cfg(cfg, root, seed, work_dir):
         cfg[ev].ann_file = root + 'annotations/instances_val.json'
     cfg.test_dataloader.batch_size = 1  # the paper evaluates at batch 1
     cfg.default_hooks.visualization.draw = False
-    cfg.default_hooks.logger.interval = 25
     cfg.randomness = dict(seed=seed)
     cfg.work_dir = work_dir
     return cfg
 
 
-def _schedule(cfg, epochs, lr=None):
-    cfg.train_cfg.max_epochs = epochs
-    cfg.train_cfg.val_interval = epochs + 1  # no val during training
-    cfg.param_scheduler = [
-        dict(
-            type='MultiStepLR',
-            end=epochs,
-            by_epoch=True,
-            milestones=[max(1, int(epochs * 0.8))])
-    ]
-    cfg.default_hooks.checkpoint = dict(
-        type='CheckpointHook', interval=epochs, max_keep_ckpts=1)
-    if lr is not None:
-        cfg.optim_wrapper.optimizer.lr = lr
-    return cfg
-
-
-def train(cfg_path,
-          root,
-          work_dir,
-          epochs,
-          seed,
-          load_from=None,
-          lr=None,
-          backbone_lr_mult=None):
-    from mmengine.config import Config
-    from mmengine.runner import Runner
-    cfg = _schedule(
-        _data_cfg(Config.fromfile(cfg_path), root, seed, work_dir), epochs,
-        lr)
+def _schedule(cfg, iters, lr, backbone_lr_mult=None, val_interval=None):
+    """Iteration-based training at a constant lr (no drop), one checkpoint
+    at the end."""
+    cfg.train_dataloader.sampler = dict(type='InfiniteSampler', shuffle=True)
+    cfg.train_cfg = dict(
+        type='IterBasedTrainLoop',
+        max_iters=iters,
+        val_interval=val_interval or iters + 1)
+    cfg.param_scheduler = None
+    cfg.optim_wrapper.optimizer.lr = lr
     if backbone_lr_mult is not None:
         cfg.optim_wrapper.paramwise_cfg.custom_keys.backbone.lr_mult = \
             backbone_lr_mult
+    cfg.log_processor = dict(by_epoch=False)
+    cfg.default_hooks.logger.interval = 50
+    cfg.default_hooks.logger.log_metric_by_epoch = False
+    cfg.default_hooks.checkpoint = dict(
+        type='CheckpointHook',
+        by_epoch=False,
+        interval=val_interval or iters,
+        max_keep_ckpts=1)
+    return cfg
+
+
+def last_checkpoint(work_dir):
+    """The newest ``iter_*.pth`` in ``work_dir`` or None."""
+    found = glob.glob(osp.join(work_dir, 'iter_*.pth'))
+    if not found:
+        return None
+    return max(found, key=lambda p: int(osp.basename(p)[5:-4]))
+
+
+def backbone_from(cfg, ckpt):
+    """Initialise the backbone from the ``backbone.*`` weights of
+    ``ckpt``."""
+    cfg.model.backbone.init_cfg = dict(
+        type='Pretrained', checkpoint=ckpt, prefix='backbone.')
+    return cfg
+
+
+def train(cfg, root, work_dir, iters, lr, seed, load_from=None,
+          backbone_lr_mult=None, val_interval=None):
+    from mmengine.runner import Runner
+    cfg = _schedule(
+        _data_cfg(cfg, root, seed, work_dir), iters, lr, backbone_lr_mult,
+        val_interval)
     cfg.load_from = load_from
     runner = Runner.from_cfg(cfg)
     runner.train()
-    iters = runner.iter
-    ckpt = osp.join(work_dir, f'epoch_{epochs}.pth')
-    return ckpt, iters
+    return osp.join(work_dir, f'iter_{iters}.pth'), runner.iter
 
 
 class EncoderFlops:
@@ -167,14 +232,12 @@ class EncoderFlops:
             h.remove()
 
 
-def evaluate(cfg_path, ckpt, root, work_dir, seed, act=True):
-    """Test ``ckpt`` with ``cfg_path``; returns (metrics, prototype
-    fractions per layer, encoder MACs per image, tokens per image)."""
-    from mmengine.config import Config
+def evaluate(cfg, ckpt, root, work_dir, seed):
+    """Test ``ckpt`` with ``cfg``; returns (metrics, prototype fractions per
+    layer, encoder MACs per image)."""
     from mmengine.runner import Runner
-    cfg = _data_cfg(Config.fromfile(cfg_path), root, seed, work_dir)
-    if act:
-        cfg.model.act_cfg = dict(cfg.model.get('act_cfg', {}), seed=seed)
+    cfg = _data_cfg(cfg, root, seed, work_dir)
+    cfg.default_hooks.logger.interval = 25
     cfg.load_from = ckpt
     runner = Runner.from_cfg(cfg)
     model = runner.model
@@ -188,37 +251,52 @@ def evaluate(cfg_path, ckpt, root, work_dir, seed, act=True):
     return metrics, stats, counter.per_image()
 
 
+def _checkpoint_iters(ckpt):
+    from mmengine.runner import CheckpointLoader
+    meta = CheckpointLoader.load_checkpoint(ckpt, 'cpu').get('meta', {})
+    return int(meta.get('iter', 0))
+
+
+def _val_images(args, n):
+    root = (args.data_root or osp.join(args.work_dir, 'shapes')).rstrip('/')
+    return sorted(glob.glob(osp.join(root, 'val', '*')))[:n]
+
+
+def _study_checkpoints(args):
+    """(name, L or None, checkpoint) of the runs already in --work-dir."""
+    mtkd_ls = args.mtkd_ls or args.ls
+    detr = args.checkpoint or last_checkpoint(osp.join(args.work_dir,
+                                                       'detr'))
+    ctrl = last_checkpoint(osp.join(args.work_dir, 'ft_plain'))
+    runs = [('DETR (full attention)', None, detr)]
+    runs += [(f'ACT L={L}', L, detr) for L in args.ls]
+    runs += [(f'ACT L={L} +plain ft', L, ctrl) for L in mtkd_ls]
+    runs += [(f'ACT L={L} +MTKD', L,
+              last_checkpoint(osp.join(args.work_dir, f'mtkd_l{L}')))
+             for L in mtkd_ls]
+    return [r for r in runs if r[2] is not None]
+
+
 def toolkit_flops(args):
     """Encoder MACs per image with efficient_detr_mm.analysis (jit trace +
     ACTAttention.flop_count), averaged over the first N val images."""
-    import glob
-
     import mmcv
     import torch
-    from mmengine.config import Config
 
     from efficient_detr_mm.analysis.flops import count_detector_flops
     from efficient_detr_mm.analysis.inputs import build_detector, preprocess
-    root = args.data_root or osp.join(args.work_dir, 'shapes')
-    imgs = sorted(glob.glob(osp.join(root, 'val', '*')))[:args.toolkit_flops]
     images = [
         torch.from_numpy(mmcv.imread(p)).permute(2, 0, 1).contiguous()
-        for p in imgs
+        for p in _val_images(args, args.toolkit_flops)
     ]
-    ckpts = [('DETR (full attention)', DETR_CFG, None, 'detr')]
-    ckpts += [(f'ACT L={L}', ACT_CFG.format(L), L, 'detr') for L in args.ls]
-    ckpts += [(f'ACT L={L} +MTKD', ACT_CFG.format(L), L, f'mtkd_l{L}')
-              for L in (args.mtkd_ls or args.ls)]
     print(f'encoder MACs per image, analysis toolkit, {len(images)} val '
           'images at batch 1')
-    for name, cfg_path, L, sub in ckpts:
-        found = sorted(glob.glob(osp.join(args.work_dir, sub, 'epoch_*.pth')))
-        if not found:
-            continue
-        cfg = Config.fromfile(cfg_path)
-        if L is not None:
-            cfg.model.act_cfg = dict(cfg.model.act_cfg, seed=args.seed)
-        model = build_detector(cfg, checkpoint=found[-1])
+    for name, L, ckpt in _study_checkpoints(args):
+        if L is None:
+            cfg = load_config(DETR_CFG, args)
+        else:
+            cfg = load_config(ACT_CFG.format(L), args, L)
+        model = build_detector(cfg, checkpoint=ckpt)
         total = 0
         for img in images:
             batch = preprocess(model, [img])
@@ -226,38 +304,29 @@ def toolkit_flops(args):
                                        batch['data_samples'])
             total += res.by_part['encoder']
         print(f'{name:<24}{total / len(images) / 1e6:>10.2f} MMACs '
-              f'({found[-1]})')
+              f'({ckpt})')
 
 
 def prediction_gap(args):
     """ACT vs full attention with the same weights: mean |box difference|
-    (normalised cx, cy, w, h) and mean KL(full || ACT) of the class
-    distributions of the last decoder layer, over the first N val images
-    (batch 1, fixed hash seed)."""
-    import glob
-
+    (normalised cx, cy, w, h), mean divergence of the class scores (KL of
+    the softmax for cross-entropy, mean Bernoulli KL per class for focal)
+    and the share of queries whose top class agrees, last decoder layer,
+    first N val images (batch 1, fixed hash seed)."""
     import torch
-    from mmengine.config import Config
     from mmengine.dataset import Compose
 
     from efficient_detr_mm.act import act_enabled
     from efficient_detr_mm.analysis.inputs import build_detector
-    root = (args.data_root or osp.join(args.work_dir, 'shapes')).rstrip('/')
-    imgs = sorted(glob.glob(osp.join(root, 'val', '*')))[:args.gap]
-    mtkd_ls = args.mtkd_ls or args.ls
-    runs = [(f'ACT L={L}', L, 'detr') for L in args.ls]
-    runs += [(f'ACT L={L} +plain ft', L, 'ft_plain') for L in mtkd_ls]
-    runs += [(f'ACT L={L} +MTKD', L, f'mtkd_l{L}') for L in mtkd_ls]
+    imgs = _val_images(args, args.gap)
     print(f'ACT vs full attention, same weights, {len(imgs)} val images')
     print(f'{"model":<24}{"|dbox|":>10}{"KL(cls)":>10}{"same top1":>11}')
     out = []
-    for name, L, sub in runs:
-        found = sorted(glob.glob(osp.join(args.work_dir, sub, 'epoch_*.pth')))
-        if not found:
+    for name, L, ckpt in _study_checkpoints(args):
+        if L is None:
             continue
-        cfg = Config.fromfile(ACT_CFG.format(L))
-        cfg.model.act_cfg = dict(cfg.model.act_cfg, seed=args.seed)
-        model = build_detector(cfg, checkpoint=found[-1])
+        cfg = load_config(ACT_CFG.format(L), args, L)
+        model = build_detector(cfg, checkpoint=ckpt)
         steps = [
             t for t in cfg.test_dataloader.dataset.pipeline
             if t['type'] != 'LoadAnnotations'
@@ -275,24 +344,54 @@ def prediction_gap(args):
                 cls_a, box_a = model._forward(x, samples)
                 with act_enabled(model, False):
                     cls_f, box_f = model._forward(x, samples)
-            pa = cls_a[-1].float().log_softmax(-1)
-            pf = cls_f[-1].float().log_softmax(-1)
+            la, lf = cls_a[-1].float(), cls_f[-1].float()
+            if args.cls_loss == 'focal':
+                pf, pa = lf.sigmoid(), la.sigmoid()
+                eps = 1e-6
+                kl += (pf * ((pf + eps) / (pa + eps)).log() +
+                       (1 - pf) * ((1 - pf + eps) /
+                                   (1 - pa + eps)).log()).mean().item()
+            else:
+                pa, pf = la.log_softmax(-1), lf.log_softmax(-1)
+                kl += (pf.exp() * (pf - pa)).sum(-1).mean().item()
             dbox += (box_a[-1] - box_f[-1]).abs().mean().item()
-            kl += (pf.exp() * (pf - pa)).sum(-1).mean().item()
-            same += (pa.argmax(-1) == pf.argmax(-1)).float().mean().item()
+            same += (la.argmax(-1) == lf.argmax(-1)).float().mean().item()
             n += 1
         row = dict(
             model=name, dbox=dbox / n, kl=kl / n, same_top1=same / n)
         out.append(row)
         print(f'{name:<24}{row["dbox"]:>10.4f}{row["kl"]:>10.4f}'
-              f'{row["same_top1"]:>11.3f}  ({found[-1]})')
+              f'{row["same_top1"]:>11.3f}  ({ckpt})')
     with open(osp.join(args.work_dir, 'act_gap.json'), 'w') as f:
         json.dump(out, f, indent=1)
 
 
-def main():
-    args = parse_args()
+def print_table(results_list):
+    rows = [r for res in results_list for r in res['rows']]
+    first = results_list[0]
+    a = first['args']
+    print('\n' + '=' * 86)
+    print(f'tiny DETR-DC5 R18 on shapes ({a["num_train"]} train / '
+          f'{a["num_val"]} val), {first.get("train_iters")} training '
+          f'iterations, cls loss {a.get("cls_loss", "ce")}')
+    print(f'{"model":<34}{"mAP":>7}{"mAP50":>7}{"protos/tokens":>18}'
+          f'{"enc MMACs":>11}{"iters":>7}')
+    for r in rows:
+        protos = ' '.join(f'{v:.2f}' for v in r['protos'].values()) or '1'
+        print(f'{r["model"]:<34}{r["mAP"]:>7.3f}{r["mAP50"]:>7.3f}'
+              f'{protos:>18}{r["enc_macs"] / 1e6:>11.1f}{r["iters"]:>7}')
+
+
+def main(argv=None):
+    args = parse_args(argv)
     os.chdir(REPO)
+    if args.report:
+        results = []
+        for path in args.report:
+            with open(path) as f:
+                results.append(json.load(f))
+        print_table(results)
+        return
     import efficient_detr_mm  # noqa: F401
     if args.toolkit_flops or args.gap:
         import warnings
@@ -310,6 +409,7 @@ def main():
         root, num_train=args.num_train, num_val=args.num_val, seed=0)
     mtkd_ls = args.mtkd_ls or args.ls
     results = dict(args=vars(args), rows=[])
+    eval_dir = osp.join(wd, 'eval')
 
     def log(msg):
         print(f'[act_study {time.time() - t0:6.0f}s] {msg}', flush=True)
@@ -327,59 +427,69 @@ def main():
         with open(osp.join(wd, 'act_study.json'), 'w') as f:
             json.dump(results, f, indent=1)
 
-    log('training the tiny DETR-DC5')
-    detr_ckpt, iters = train(
-        DETR_CFG,
-        root,
-        osp.join(wd, 'detr'),
-        args.train_epochs,
-        args.seed,
-        load_from=args.init_from,
-        lr=args.train_lr,
-        backbone_lr_mult=args.backbone_lr_mult)
-    iters += args.init_iters
+    def detr_cfg():
+        return load_config(DETR_CFG, args)
+
+    def act_cfg(L):
+        return load_config(ACT_CFG.format(L), args, L)
+
+    if args.checkpoint:
+        detr_ckpt = args.checkpoint
+        iters = args.checkpoint_iters
+        if iters is None:
+            iters = _checkpoint_iters(detr_ckpt)
+    else:
+        log(f'training the tiny DETR-DC5 for {args.train_iters} iterations')
+        cfg = detr_cfg()
+        if args.backbone_from:
+            backbone_from(cfg, args.backbone_from)
+        detr_ckpt, iters = train(
+            cfg,
+            root,
+            osp.join(wd, 'detr'),
+            args.train_iters,
+            args.train_lr,
+            args.seed,
+            backbone_lr_mult=args.backbone_lr_mult,
+            val_interval=args.val_interval)
     results['train_iters'] = iters
-    log(f'trained {iters} iterations -> {detr_ckpt}')
-    m, s, f = evaluate(DETR_CFG, detr_ckpt, root, osp.join(wd, 'eval'),
-                       args.seed, act=False)
-    row('DETR (full attention)', m, s, f, iters)
-    for L in args.ls:
-        m, s, f = evaluate(ACT_CFG.format(L), detr_ckpt, root,
-                           osp.join(wd, 'eval'), args.seed)
-        row(f'ACT L={L}', m, s, f, iters)
+    log(f'studying {detr_ckpt} ({iters} training iterations)')
 
-    # control: the same extra iterations without MTKD (plain DETR loss)
-    ctrl_ckpt, ft_iters = train(
-        DETR_CFG, root, osp.join(wd, 'ft_plain'), args.mtkd_epochs,
-        args.seed, load_from=detr_ckpt, lr=args.mtkd_lr)
-    m, s, f = evaluate(DETR_CFG, ctrl_ckpt, root, osp.join(wd, 'eval'),
-                       args.seed, act=False)
-    row('DETR +plain ft (full attention)', m, s, f, iters + ft_iters)
-    for L in mtkd_ls:
-        m, s, f = evaluate(ACT_CFG.format(L), ctrl_ckpt, root,
-                           osp.join(wd, 'eval'), args.seed)
-        row(f'ACT L={L} +plain ft', m, s, f, iters + ft_iters)
-    for L in mtkd_ls:
-        ckpt, ft_iters = train(
-            MTKD_CFG.format(L), root, osp.join(wd, f'mtkd_l{L}'),
-            args.mtkd_epochs, args.seed, load_from=detr_ckpt,
-            lr=args.mtkd_lr)
-        m, s, f = evaluate(ACT_CFG.format(L), ckpt, root,
-                           osp.join(wd, 'eval'), args.seed)
-        row(f'ACT L={L} +MTKD', m, s, f, iters + ft_iters)
-        m, s, f = evaluate(DETR_CFG, ckpt, root, osp.join(wd, 'eval'),
-                           args.seed, act=False)
-        row(f'MTKD L={L} weights, ACT off', m, s, f, iters + ft_iters)
+    if 'eval' in args.stages:
+        m, s, f = evaluate(detr_cfg(), detr_ckpt, root, eval_dir, args.seed)
+        row('DETR (full attention)', m, s, f, iters)
+        for L in args.ls:
+            m, s, f = evaluate(act_cfg(L), detr_ckpt, root, eval_dir,
+                               args.seed)
+            row(f'ACT L={L}', m, s, f, iters)
 
-    print('\n' + '=' * 78)
-    print(f'tiny DETR-DC5 R18 on shapes ({args.num_train} train / '
-          f'{args.num_val} val), {results["train_iters"]} training iters')
-    print(f'{"model":<34}{"mAP":>7}{"mAP50":>7}{"protos/tokens":>18}'
-          f'{"enc MMACs":>11}{"iters":>7}')
-    for r in results['rows']:
-        protos = ' '.join(f'{v:.2f}' for v in r['protos'].values()) or '1'
-        print(f'{r["model"]:<34}{r["mAP"]:>7.3f}{r["mAP50"]:>7.3f}'
-              f'{protos:>18}{r["enc_macs"] / 1e6:>11.1f}{r["iters"]:>7}')
+    ft = dict(
+        iters=args.mtkd_iters,
+        lr=args.mtkd_lr,
+        seed=args.seed,
+        load_from=detr_ckpt,
+        backbone_lr_mult=args.backbone_lr_mult)
+    if 'control' in args.stages:
+        # the same extra iterations without MTKD (plain DETR loss)
+        ckpt, _ = train(detr_cfg(), root, osp.join(wd, 'ft_plain'), **ft)
+        m, s, f = evaluate(detr_cfg(), ckpt, root, eval_dir, args.seed)
+        row('DETR +plain ft (full attention)', m, s, f,
+            iters + args.mtkd_iters)
+        for L in mtkd_ls:
+            m, s, f = evaluate(act_cfg(L), ckpt, root, eval_dir, args.seed)
+            row(f'ACT L={L} +plain ft', m, s, f, iters + args.mtkd_iters)
+    if 'mtkd' in args.stages:
+        for L in mtkd_ls:
+            ckpt, _ = train(
+                load_config(MTKD_CFG.format(L), args), root,
+                osp.join(wd, f'mtkd_l{L}'), **ft)
+            m, s, f = evaluate(act_cfg(L), ckpt, root, eval_dir, args.seed)
+            row(f'ACT L={L} +MTKD', m, s, f, iters + args.mtkd_iters)
+            m, s, f = evaluate(detr_cfg(), ckpt, root, eval_dir, args.seed)
+            row(f'MTKD L={L} weights, ACT off', m, s, f,
+                iters + args.mtkd_iters)
+
+    print_table([results])
     print(f'total {time.time() - t0:.0f}s; json: '
           f'{osp.join(wd, "act_study.json")}')
 

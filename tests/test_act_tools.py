@@ -102,7 +102,8 @@ def _act_study_module():
 
 def test_act_study_script_end_to_end(tmp_path):
     """projects/shapes/act_study.py on a given checkpoint, all three stages
-    at one L with the focal-loss variant, then --report."""
+    at one L with the focal-loss variant, evaluated on the training split,
+    then --report."""
     study = _act_study_module()
     args = study.parse_args(['--cls-loss', 'focal'])
     cfg = study.load_config(study.DETR_CFG, args)
@@ -119,7 +120,7 @@ def test_act_study_script_end_to_end(tmp_path):
         'projects/shapes/act_study.py', '--work-dir', work, '--num-train',
         '4', '--num-val', '2', '--checkpoint', detr_ckpt,
         '--checkpoint-iters', '7', '--mtkd-iters', '1', '--ls', '16',
-        '--cls-loss', 'focal').stdout
+        '--cls-loss', 'focal', '--eval-split', 'train').stdout
     with open(osp.join(work, 'act_study.json')) as f:
         res = json.load(f)
     names = [r['model'] for r in res['rows']]
@@ -136,15 +137,20 @@ def test_act_study_script_end_to_end(tmp_path):
     assert act['enc_macs'] < full['enc_macs'] and not full['protos']
     assert all(0 < v <= 1 for v in act['protos'].values())
     assert len(act['protos']) == 2  # one per encoder layer
+    for r in res['rows']:
+        assert 0 <= r['agnostic_mAP'] <= r['agnostic_mAP50'] <= 1
     # focal loss: sigmoid classifier, one logit per class (no background)
     ckpt = osp.join(work, 'mtkd_l16', 'iter_1.pth')
     sd = torch.load(ckpt, map_location='cpu')['state_dict']
     assert sd['bbox_head.fc_cls.weight'].shape[0] == 6
     assert 'ACT L=16 +MTKD' in out
     assert 'size mismatch' not in out and 'missing keys' not in out
+    # --eval-split train: the 4 training images (batch 1), not the 2 val ones
+    assert 'Epoch(test) [4/4]' in out and 'Epoch(test) [2/2]' not in out
     rep = python_tool('projects/shapes/act_study.py', '--report',
                       osp.join(work, 'act_study.json')).stdout
     assert 'MTKD L=16 weights, ACT off' in rep and 'cls loss focal' in rep
+    assert 'AP on the train split' in rep
 
 
 def test_act_study_backbone_from_loads_only_the_backbone(tmp_path):
@@ -166,3 +172,36 @@ def test_act_study_backbone_from_loads_only_the_backbone(tmp_path):
     assert not torch.equal(got[k], want[k])
     with pytest.raises(SystemExit):
         study.parse_args(['--backbone-from', str(tmp_path / 'missing.pth')])
+
+
+def test_act_study_class_agnostic_ap_ignores_labels(tmp_path):
+    """The GT boxes as detections, every one with a wrong label (and again
+    under a second wrong label, as a sigmoid head lists one query several
+    times): class-agnostic AP 1."""
+    from efficient_detr_mm.datasets import make_shapes_dataset
+    study = _act_study_module()
+    ann = make_shapes_dataset(str(tmp_path / 'shapes'), num_train=1,
+                              num_val=6)['val']
+    with open(ann) as f:
+        gt = json.load(f)
+    assert gt['annotations']
+    dets = []
+    for a in gt['annotations']:
+        wrong = a['category_id'] % 6 + 1
+        dets.append(dict(image_id=a['image_id'], bbox=a['bbox'], score=0.9,
+                         category_id=wrong))
+        # the same query under another label, lower score
+        dets.append(dict(image_id=a['image_id'], bbox=a['bbox'], score=0.5,
+                         category_id=wrong % 6 + 1))
+    det_file = str(tmp_path / 'dets.bbox.json')
+    with open(det_file, 'w') as f:
+        json.dump(dets, f)
+    ap, ap50 = study.class_agnostic_ap(ann, det_file)
+    assert ap == pytest.approx(1.0) and ap50 == pytest.approx(1.0)
+    # shifted boxes (IoU < 0.5 for every object) find nothing
+    for d in dets:
+        x, y, w, h = d['bbox']
+        d['bbox'] = [x + 2 * w, y + 2 * h, w, h]
+    with open(det_file, 'w') as f:
+        json.dump(dets, f)
+    assert study.class_agnostic_ap(ann, det_file)[1] == 0.0

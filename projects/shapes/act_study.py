@@ -23,11 +23,13 @@
 (one core each, separate ``--work-dir``) on one checkpoint; ``--report
 A/act_study.json B/act_study.json`` prints their merged table.
 ``--cls-loss focal`` swaps DETR's softmax cross-entropy for sigmoid focal
-loss + focal matching cost in every model of the study (the tiny DETR
-reaches non-zero AP on CPU much sooner with it; ACT only changes the
-encoder).  ``--gap N`` / ``--toolkit-flops N`` measure the ACT-vs-full
-prediction gap / count encoder MACs with the analysis toolkit for the
-checkpoints already in ``--work-dir``.
+loss + focal matching cost in every model of the study (as SMCA does; ACT
+only changes the encoder, and in the CPU runs on configs/act/README.md the
+focal variant left 0 AP slightly sooner).  ``--eval-split train`` measures
+AP on the training images (memorisation), ``--backbone-from`` starts from
+another model's ResNet weights.  ``--gap N`` / ``--toolkit-flops N``
+measure the ACT-vs-full prediction gap / count encoder MACs with the
+analysis toolkit for the checkpoints already in ``--work-dir``.
 """
 import argparse
 import glob
@@ -49,50 +51,86 @@ STAGES = ('eval', 'control', 'mtkd')
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--work-dir', default='/tmp/act_study')
-    p.add_argument('--data-root', default=None,
+    p.add_argument('--data-root',
+                   default=None,
                    help='default: <work-dir>/shapes')
     p.add_argument('--num-train', type=int, default=400)
     p.add_argument('--num-val', type=int, default=50)
+    p.add_argument('--eval-split',
+                   default='val',
+                   choices=['val', 'train'],
+                   help="'train': evaluate on the training images (what a "
+                   'memorised model has learnt; for budgets too short to '
+                   'generalise)')
     p.add_argument('--train-iters', type=int, default=4000)
     p.add_argument('--train-lr', type=float, default=2e-4)
-    p.add_argument('--backbone-lr-mult', type=float, default=1.0,
+    p.add_argument('--backbone-lr-mult',
+                   type=float,
+                   default=1.0,
                    help='ResNet-18 is trained from scratch: full lr by '
                    'default (the config keeps the 0.1 of a pretrained one)')
-    p.add_argument('--backbone-from', default=None, metavar='CKPT',
+    p.add_argument('--backbone-from',
+                   default=None,
+                   metavar='CKPT',
                    help="initialise the DETR's ResNet-18 from the "
                    "'backbone.*' weights of this checkpoint (e.g. the "
                    "tiny DINO of `make demo`), as DETR starts from an "
                    'ImageNet-pretrained backbone')
-    p.add_argument('--val-interval', type=int, default=None,
+    p.add_argument('--val-interval',
+                   type=int,
+                   default=None,
                    help='validate during the DETR training every N '
                    'iterations (default: only at the end)')
-    p.add_argument('--checkpoint', default=None,
+    p.add_argument('--init-from',
+                   default=None,
+                   metavar='CKPT',
+                   help='start the DETR training from the weights of this '
+                   'checkpoint, e.g. a shorter run of this script')
+    p.add_argument('--init-iters',
+                   type=int,
+                   default=0,
+                   help='iterations already done by --init-from (reported)')
+    p.add_argument('--checkpoint',
+                   default=None,
                    help='skip the DETR training and study this checkpoint')
-    p.add_argument('--checkpoint-iters', type=int, default=None,
+    p.add_argument('--checkpoint-iters',
+                   type=int,
+                   default=None,
                    help='iterations the --checkpoint was trained (reported; '
                    "default: read from its 'meta')")
     p.add_argument('--mtkd-iters', type=int, default=200)
     p.add_argument('--mtkd-lr', type=float, default=5e-5)
     p.add_argument('--ls', type=int, nargs='+', default=[16, 20, 24, 32])
-    p.add_argument('--mtkd-ls', type=int, nargs='+', default=None,
+    p.add_argument('--mtkd-ls',
+                   type=int,
+                   nargs='+',
+                   default=None,
                    help='L values fine-tuned with MTKD (default: --ls)')
-    p.add_argument('--stages', nargs='+', default=list(STAGES),
-                   choices=STAGES)
+    p.add_argument('--stages', nargs='+', default=list(STAGES), choices=STAGES)
     p.add_argument('--cls-loss', default='ce', choices=['ce', 'focal'])
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--report', nargs='+', default=None, metavar='JSON',
+    p.add_argument('--report',
+                   nargs='+',
+                   default=None,
+                   metavar='JSON',
                    help='only print the merged table of these results')
-    p.add_argument('--toolkit-flops', type=int, default=0, metavar='N',
+    p.add_argument('--toolkit-flops',
+                   type=int,
+                   default=0,
+                   metavar='N',
                    help='only count encoder MACs with the analysis toolkit '
                    '(efficient_detr_mm.analysis) on the first N val images '
                    'for the checkpoints already in --work-dir')
-    p.add_argument('--gap', type=int, default=0, metavar='N',
+    p.add_argument('--gap',
+                   type=int,
+                   default=0,
+                   metavar='N',
                    help='only measure, on the first N val images, how far '
                    'the ACT predictions are from the same weights\' full-'
                    'attention predictions, for the checkpoints already in '
                    '--work-dir')
     args = p.parse_args(argv)
-    for name in ('checkpoint', 'backbone_from'):
+    for name in ('checkpoint', 'backbone_from', 'init_from'):
         path = getattr(args, name)
         if path is not None and not osp.isfile(path):
             p.error(f'--{name.replace("_", "-")} {path}: no such file')
@@ -108,12 +146,11 @@ def load_config(path, args, L=None):
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(REPO, path))
     if args.cls_loss == 'focal':
-        cfg.model.bbox_head.loss_cls = dict(
-            type='FocalLoss',
-            use_sigmoid=True,
-            gamma=2.0,
-            alpha=0.25,
-            loss_weight=2.0)
+        cfg.model.bbox_head.loss_cls = dict(type='FocalLoss',
+                                            use_sigmoid=True,
+                                            gamma=2.0,
+                                            alpha=0.25,
+                                            loss_weight=2.0)
         cfg.model.train_cfg.assigner.match_costs[0] = dict(
             type='FocalLossCost', weight=2.0)
     if L is not None:
@@ -121,14 +158,18 @@ def load_config(path, args, L=None):
     return cfg
 
 
-def _data_cfg(cfg, root, seed, work_dir):
+def _data_cfg(cfg, root, seed, work_dir, eval_split='val'):
     root = root.rstrip('/') + '/'
+    ann = f'annotations/instances_{eval_split}.json'
     for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[split].dataset.data_root = root
         cfg[split].num_workers = 0
         cfg[split].persistent_workers = False
+        if split != 'train_dataloader':
+            cfg[split].dataset.ann_file = ann
+            cfg[split].dataset.data_prefix = dict(img=f'{eval_split}/')
     for ev in ('val_evaluator', 'test_evaluator'):
-        cfg[ev].ann_file = root + 'annotations/instances_val.json'
+        cfg[ev].ann_file = root + ann
     cfg.test_dataloader.batch_size = 1  # the paper evaluates at batch 1
     cfg.default_hooks.visualization.draw = False
     cfg.randomness = dict(seed=seed)
@@ -140,10 +181,9 @@ def _schedule(cfg, iters, lr, backbone_lr_mult=None, val_interval=None):
     """Iteration-based training at a constant lr (no drop), one checkpoint
     at the end."""
     cfg.train_dataloader.sampler = dict(type='InfiniteSampler', shuffle=True)
-    cfg.train_cfg = dict(
-        type='IterBasedTrainLoop',
-        max_iters=iters,
-        val_interval=val_interval or iters + 1)
+    cfg.train_cfg = dict(type='IterBasedTrainLoop',
+                         max_iters=iters,
+                         val_interval=val_interval or iters + 1)
     cfg.param_scheduler = None
     cfg.optim_wrapper.optimizer.lr = lr
     if backbone_lr_mult is not None:
@@ -152,11 +192,10 @@ def _schedule(cfg, iters, lr, backbone_lr_mult=None, val_interval=None):
     cfg.log_processor = dict(by_epoch=False)
     cfg.default_hooks.logger.interval = 50
     cfg.default_hooks.logger.log_metric_by_epoch = False
-    cfg.default_hooks.checkpoint = dict(
-        type='CheckpointHook',
-        by_epoch=False,
-        interval=val_interval or iters,
-        max_keep_ckpts=1)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook',
+                                        by_epoch=False,
+                                        interval=val_interval or iters,
+                                        max_keep_ckpts=1)
     return cfg
 
 
@@ -171,17 +210,25 @@ def last_checkpoint(work_dir):
 def backbone_from(cfg, ckpt):
     """Initialise the backbone from the ``backbone.*`` weights of
     ``ckpt``."""
-    cfg.model.backbone.init_cfg = dict(
-        type='Pretrained', checkpoint=ckpt, prefix='backbone.')
+    cfg.model.backbone.init_cfg = dict(type='Pretrained',
+                                       checkpoint=ckpt,
+                                       prefix='backbone.')
     return cfg
 
 
-def train(cfg, root, work_dir, iters, lr, seed, load_from=None,
-          backbone_lr_mult=None, val_interval=None):
+def train(cfg,
+          root,
+          work_dir,
+          iters,
+          lr,
+          seed,
+          load_from=None,
+          backbone_lr_mult=None,
+          val_interval=None,
+          eval_split='val'):
     from mmengine.runner import Runner
-    cfg = _schedule(
-        _data_cfg(cfg, root, seed, work_dir), iters, lr, backbone_lr_mult,
-        val_interval)
+    cfg = _schedule(_data_cfg(cfg, root, seed, work_dir, eval_split), iters,
+                    lr, backbone_lr_mult, val_interval)
     cfg.load_from = load_from
     runner = Runner.from_cfg(cfg)
     runner.train()
@@ -199,10 +246,10 @@ class EncoderFlops:
         self.handles = []
         for layer in model.encoder.layers:
             self.handles.append(
-                layer.self_attn.register_forward_hook(
-                    self._attn_hook, with_kwargs=True))
-            self.handles.append(
-                layer.ffn.register_forward_hook(self._ffn_hook))
+                layer.self_attn.register_forward_hook(self._attn_hook,
+                                                      with_kwargs=True))
+            self.handles.append(layer.ffn.register_forward_hook(
+                self._ffn_hook))
         self.handles.append(
             model.encoder.register_forward_hook(self._count_images))
 
@@ -232,11 +279,38 @@ class EncoderFlops:
             h.remove()
 
 
-def evaluate(cfg, ckpt, root, work_dir, seed):
-    """Test ``ckpt`` with ``cfg``; returns (metrics, prototype fractions per
-    layer, encoder MACs per image)."""
+def class_agnostic_ap(ann_file, det_file):
+    """COCO box AP and AP50 ignoring the class (pycocotools ``useCats=0``):
+    how well the boxes are found, whatever label they get.  Detections of
+    one query under several labels (sigmoid heads) count once, with their
+    best score."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    with open(det_file) as f:
+        dets = json.load(f)
+    best = {}
+    for d in dets:
+        key = (d['image_id'], tuple(d['bbox']))
+        if key not in best or d['score'] > best[key]['score']:
+            best[key] = d
+    if not best:
+        return 0.0, 0.0
+    gt = COCO(ann_file)
+    ev = COCOeval(gt, gt.loadRes(list(best.values())), 'bbox')
+    ev.params.useCats = 0
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    return float(ev.stats[0]), float(ev.stats[1])
+
+
+def evaluate(cfg, ckpt, root, work_dir, seed, eval_split='val'):
+    """Test ``ckpt`` with ``cfg``; returns (metrics + class-agnostic AP,
+    prototype fractions per layer, encoder MACs per image)."""
     from mmengine.runner import Runner
-    cfg = _data_cfg(cfg, root, seed, work_dir)
+    cfg = _data_cfg(cfg, root, seed, work_dir, eval_split)
+    prefix = osp.join(work_dir, 'dets')
+    cfg.test_evaluator.outfile_prefix = prefix
     cfg.default_hooks.logger.interval = 25
     cfg.load_from = ckpt
     runner = Runner.from_cfg(cfg)
@@ -244,8 +318,10 @@ def evaluate(cfg, ckpt, root, work_dir, seed):
     counter = EncoderFlops(model)
     if hasattr(model, 'reset_act_stats'):
         model.reset_act_stats()
-    metrics = runner.test()
+    metrics = dict(runner.test())
     counter.remove()
+    metrics['agnostic_mAP'], metrics['agnostic_mAP_50'] = class_agnostic_ap(
+        cfg.test_evaluator.ann_file, prefix + '.bbox.json')
     stats = model.prototype_stats() if hasattr(model,
                                                'prototype_stats') else {}
     return metrics, stats, counter.per_image()
@@ -259,14 +335,13 @@ def _checkpoint_iters(ckpt):
 
 def _val_images(args, n):
     root = (args.data_root or osp.join(args.work_dir, 'shapes')).rstrip('/')
-    return sorted(glob.glob(osp.join(root, 'val', '*')))[:n]
+    return sorted(glob.glob(osp.join(root, args.eval_split, '*')))[:n]
 
 
 def _study_checkpoints(args):
     """(name, L or None, checkpoint) of the runs already in --work-dir."""
     mtkd_ls = args.mtkd_ls or args.ls
-    detr = args.checkpoint or last_checkpoint(osp.join(args.work_dir,
-                                                       'detr'))
+    detr = args.checkpoint or last_checkpoint(osp.join(args.work_dir, 'detr'))
     ctrl = last_checkpoint(osp.join(args.work_dir, 'ft_plain'))
     runs = [('DETR (full attention)', None, detr)]
     runs += [(f'ACT L={L}', L, detr) for L in args.ls]
@@ -289,8 +364,8 @@ def toolkit_flops(args):
         torch.from_numpy(mmcv.imread(p)).permute(2, 0, 1).contiguous()
         for p in _val_images(args, args.toolkit_flops)
     ]
-    print(f'encoder MACs per image, analysis toolkit, {len(images)} val '
-          'images at batch 1')
+    print(f'encoder MACs per image, analysis toolkit, {len(images)} '
+          f'{args.eval_split} images at batch 1')
     for name, L, ckpt in _study_checkpoints(args):
         if L is None:
             cfg = load_config(DETR_CFG, args)
@@ -319,7 +394,8 @@ def prediction_gap(args):
     from efficient_detr_mm.act import act_enabled
     from efficient_detr_mm.analysis.inputs import build_detector
     imgs = _val_images(args, args.gap)
-    print(f'ACT vs full attention, same weights, {len(imgs)} val images')
+    print(f'ACT vs full attention, same weights, {len(imgs)} '
+          f'{args.eval_split} images')
     print(f'{"model":<24}{"|dbox|":>10}{"KL(cls)":>10}{"same top1":>11}')
     out = []
     for name, L, ckpt in _study_checkpoints(args):
@@ -336,9 +412,8 @@ def prediction_gap(args):
         for i, path in enumerate(imgs):
             data = pipe(dict(img_path=path, img_id=i))
             batch = model.data_preprocessor(
-                dict(
-                    inputs=[data['inputs']],
-                    data_samples=[data['data_samples']]), False)
+                dict(inputs=[data['inputs']],
+                     data_samples=[data['data_samples']]), False)
             x, samples = batch['inputs'], batch['data_samples']
             with torch.no_grad():
                 cls_a, box_a = model._forward(x, samples)
@@ -348,17 +423,15 @@ def prediction_gap(args):
             if args.cls_loss == 'focal':
                 pf, pa = lf.sigmoid(), la.sigmoid()
                 eps = 1e-6
-                kl += (pf * ((pf + eps) / (pa + eps)).log() +
-                       (1 - pf) * ((1 - pf + eps) /
-                                   (1 - pa + eps)).log()).mean().item()
+                kl += (pf * ((pf + eps) / (pa + eps)).log() + (1 - pf) *
+                       ((1 - pf + eps) / (1 - pa + eps)).log()).mean().item()
             else:
                 pa, pf = la.log_softmax(-1), lf.log_softmax(-1)
                 kl += (pf.exp() * (pf - pa)).sum(-1).mean().item()
             dbox += (box_a[-1] - box_f[-1]).abs().mean().item()
             same += (la.argmax(-1) == lf.argmax(-1)).float().mean().item()
             n += 1
-        row = dict(
-            model=name, dbox=dbox / n, kl=kl / n, same_top1=same / n)
+        row = dict(model=name, dbox=dbox / n, kl=kl / n, same_top1=same / n)
         out.append(row)
         print(f'{name:<24}{row["dbox"]:>10.4f}{row["kl"]:>10.4f}'
               f'{row["same_top1"]:>11.3f}  ({ckpt})')
@@ -373,13 +446,16 @@ def print_table(results_list):
     print('\n' + '=' * 86)
     print(f'tiny DETR-DC5 R18 on shapes ({a["num_train"]} train / '
           f'{a["num_val"]} val), {first.get("train_iters")} training '
-          f'iterations, cls loss {a.get("cls_loss", "ce")}')
-    print(f'{"model":<34}{"mAP":>7}{"mAP50":>7}{"protos/tokens":>18}'
-          f'{"enc MMACs":>11}{"iters":>7}')
+          f'iterations, cls loss {a.get("cls_loss", "ce")}, AP on the '
+          f'{a.get("eval_split", "val")} split')
+    print(f'{"model":<34}{"mAP":>7}{"mAP50":>7}{"agnAP":>7}{"agnAP50":>8}'
+          f'{"protos/tokens":>15}{"enc MMACs":>11}{"iters":>7}')
     for r in rows:
         protos = ' '.join(f'{v:.2f}' for v in r['protos'].values()) or '1'
         print(f'{r["model"]:<34}{r["mAP"]:>7.3f}{r["mAP50"]:>7.3f}'
-              f'{protos:>18}{r["enc_macs"] / 1e6:>11.1f}{r["iters"]:>7}')
+              f'{r["agnostic_mAP"]:>7.3f}{r["agnostic_mAP50"]:>8.3f}'
+              f'{protos:>15}{r["enc_macs"] / 1e6:>11.1f}{r["iters"]:>7}')
+    print('(agn = class-agnostic COCO AP: boxes found whatever the label)')
 
 
 def main(argv=None):
@@ -405,8 +481,10 @@ def main(argv=None):
     t0 = time.time()
     wd = args.work_dir
     root = args.data_root or osp.join(wd, 'shapes')
-    make_shapes_dataset(
-        root, num_train=args.num_train, num_val=args.num_val, seed=0)
+    make_shapes_dataset(root,
+                        num_train=args.num_train,
+                        num_val=args.num_val,
+                        seed=0)
     mtkd_ls = args.mtkd_ls or args.ls
     results = dict(args=vars(args), rows=[])
     eval_dir = osp.join(wd, 'eval')
@@ -415,13 +493,14 @@ def main(argv=None):
         print(f'[act_study {time.time() - t0:6.0f}s] {msg}', flush=True)
 
     def row(name, metrics, stats, flops, iters):
-        r = dict(
-            model=name,
-            mAP=metrics['coco/bbox_mAP'],
-            mAP50=metrics['coco/bbox_mAP_50'],
-            protos=stats,
-            enc_macs=flops,
-            iters=iters)
+        r = dict(model=name,
+                 mAP=metrics['coco/bbox_mAP'],
+                 mAP50=metrics['coco/bbox_mAP_50'],
+                 agnostic_mAP=metrics['agnostic_mAP'],
+                 agnostic_mAP50=metrics['agnostic_mAP_50'],
+                 protos=stats,
+                 enc_macs=flops,
+                 iters=iters)
         results['rows'].append(r)
         log(f'{name}: {r}')
         with open(osp.join(wd, 'act_study.json'), 'w') as f:
@@ -443,49 +522,55 @@ def main(argv=None):
         cfg = detr_cfg()
         if args.backbone_from:
             backbone_from(cfg, args.backbone_from)
-        detr_ckpt, iters = train(
-            cfg,
-            root,
-            osp.join(wd, 'detr'),
-            args.train_iters,
-            args.train_lr,
-            args.seed,
-            backbone_lr_mult=args.backbone_lr_mult,
-            val_interval=args.val_interval)
+        detr_ckpt, iters = train(cfg,
+                                 root,
+                                 osp.join(wd, 'detr'),
+                                 args.train_iters,
+                                 args.train_lr,
+                                 args.seed,
+                                 backbone_lr_mult=args.backbone_lr_mult,
+                                 load_from=args.init_from,
+                                 val_interval=args.val_interval,
+                                 eval_split=args.eval_split)
+        iters += args.init_iters
     results['train_iters'] = iters
     log(f'studying {detr_ckpt} ({iters} training iterations)')
 
     if 'eval' in args.stages:
-        m, s, f = evaluate(detr_cfg(), detr_ckpt, root, eval_dir, args.seed)
+        m, s, f = evaluate(detr_cfg(), detr_ckpt, root, eval_dir, args.seed,
+                           args.eval_split)
         row('DETR (full attention)', m, s, f, iters)
         for L in args.ls:
             m, s, f = evaluate(act_cfg(L), detr_ckpt, root, eval_dir,
-                               args.seed)
+                               args.seed, args.eval_split)
             row(f'ACT L={L}', m, s, f, iters)
 
-    ft = dict(
-        iters=args.mtkd_iters,
-        lr=args.mtkd_lr,
-        seed=args.seed,
-        load_from=detr_ckpt,
-        backbone_lr_mult=args.backbone_lr_mult)
+    ft = dict(iters=args.mtkd_iters,
+              lr=args.mtkd_lr,
+              seed=args.seed,
+              load_from=detr_ckpt,
+              backbone_lr_mult=args.backbone_lr_mult,
+              eval_split=args.eval_split)
     if 'control' in args.stages:
         # the same extra iterations without MTKD (plain DETR loss)
         ckpt, _ = train(detr_cfg(), root, osp.join(wd, 'ft_plain'), **ft)
-        m, s, f = evaluate(detr_cfg(), ckpt, root, eval_dir, args.seed)
+        m, s, f = evaluate(detr_cfg(), ckpt, root, eval_dir, args.seed,
+                           args.eval_split)
         row('DETR +plain ft (full attention)', m, s, f,
             iters + args.mtkd_iters)
         for L in mtkd_ls:
-            m, s, f = evaluate(act_cfg(L), ckpt, root, eval_dir, args.seed)
+            m, s, f = evaluate(act_cfg(L), ckpt, root, eval_dir, args.seed,
+                               args.eval_split)
             row(f'ACT L={L} +plain ft', m, s, f, iters + args.mtkd_iters)
     if 'mtkd' in args.stages:
         for L in mtkd_ls:
-            ckpt, _ = train(
-                load_config(MTKD_CFG.format(L), args), root,
-                osp.join(wd, f'mtkd_l{L}'), **ft)
-            m, s, f = evaluate(act_cfg(L), ckpt, root, eval_dir, args.seed)
+            ckpt, _ = train(load_config(MTKD_CFG.format(L), args), root,
+                            osp.join(wd, f'mtkd_l{L}'), **ft)
+            m, s, f = evaluate(act_cfg(L), ckpt, root, eval_dir, args.seed,
+                               args.eval_split)
             row(f'ACT L={L} +MTKD', m, s, f, iters + args.mtkd_iters)
-            m, s, f = evaluate(detr_cfg(), ckpt, root, eval_dir, args.seed)
+            m, s, f = evaluate(detr_cfg(), ckpt, root, eval_dir, args.seed,
+                               args.eval_split)
             row(f'MTKD L={L} weights, ACT off', m, s, f,
                 iters + args.mtkd_iters)
 

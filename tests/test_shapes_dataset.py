@@ -11,7 +11,7 @@ from mmdet.datasets import CocoDataset
 from mmdet.evaluation import CocoMetric
 
 from efficient_detr_mm.datasets import (SHAPES_CLASSES, generate_split,
-                                        make_shapes_dataset)
+                                        make_shapes_dataset, use_shapes_root)
 
 
 def _digest(root):
@@ -131,3 +131,28 @@ def test_make_dataset_idempotent_and_validates(tmp_path):
         generate_split(root, 'bogus', 1)
     with pytest.raises(ValueError, match='img_size'):
         generate_split(root, 'val', 1, img_size=(10, 8))
+
+
+def test_use_shapes_root_points_loaders_and_evaluators():
+    cfg = load_config('detr/detr_r18-tiny_1xb4-12e_shapes.py')
+    use_shapes_root(cfg, '/data/s', num_workers=0)
+    for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert cfg[split].dataset.data_root == '/data/s/'
+        assert cfg[split].num_workers == 0
+        assert cfg[split].persistent_workers is False
+    assert cfg.train_dataloader.dataset.ann_file == \
+        'annotations/instances_train.json'
+    assert cfg.val_dataloader.dataset.data_prefix.img == 'val/'
+    assert cfg.test_evaluator.ann_file == \
+        '/data/s/annotations/instances_val.json'
+    # evaluating the training images: val/test loaders and evaluators only
+    use_shapes_root(cfg, '/data/s/', eval_split='train')
+    assert cfg.train_dataloader.dataset.data_prefix.img == 'train/'
+    for split in ('val_dataloader', 'test_dataloader'):
+        assert cfg[split].dataset.ann_file == \
+            'annotations/instances_train.json'
+        assert cfg[split].dataset.data_prefix.img == 'train/'
+    for ev in ('val_evaluator', 'test_evaluator'):
+        assert cfg[ev].ann_file == '/data/s/annotations/instances_train.json'
+    with pytest.raises(ValueError, match='eval_split'):
+        use_shapes_root(cfg, '/data/s', eval_split='test')

@@ -1,6 +1,7 @@
 from .shapes import (SHAPES_CLASSES, SHAPES_PALETTE, generate_split,
-                     make_shapes_dataset)
+                     make_shapes_dataset, use_shapes_root)
 
 __all__ = [
-    'SHAPES_CLASSES', 'SHAPES_PALETTE', 'generate_split', 'make_shapes_dataset'
+    'SHAPES_CLASSES', 'SHAPES_PALETTE', 'generate_split',
+    'make_shapes_dataset', 'use_shapes_root'
 ]

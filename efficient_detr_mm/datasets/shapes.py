@@ -14,7 +14,7 @@ The output works with mmdet's ``CocoDataset`` and ``CocoMetric`` unchanged::
 import json
 import os
 import os.path as osp
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -245,3 +245,30 @@ def make_shapes_dataset(root: str,
     with open(stamp, 'w') as f:
         json.dump(params, f)
     return files
+
+
+def use_shapes_root(cfg,
+                    root: str,
+                    eval_split: str = 'val',
+                    num_workers: Optional[int] = None):
+    """Point a ``*_shapes.py`` config (an mmengine ``Config``) at the dataset
+    generated under ``root``: training on its train split, validation, test
+    and the evaluators on ``eval_split`` ('train' evaluates what a model has
+    memorised).  ``num_workers``: also set the dataloaders' workers (0 turns
+    off persistent workers).  Returns ``cfg``, changed in place."""
+    if eval_split not in ('train', 'val'):
+        raise ValueError(f"eval_split must be 'train' or 'val', got "
+                         f'{eval_split!r}')
+    root = root.rstrip('/') + '/'
+    ann = f'annotations/instances_{eval_split}.json'
+    for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[split].dataset.data_root = root
+        if num_workers is not None:
+            cfg[split].num_workers = num_workers
+            cfg[split].persistent_workers = num_workers > 0
+        if split != 'train_dataloader':
+            cfg[split].dataset.ann_file = ann
+            cfg[split].dataset.data_prefix = dict(img=f'{eval_split}/')
+    for ev in ('val_evaluator', 'test_evaluator'):
+        cfg[ev].ann_file = root + ann
+    return cfg

@@ -159,17 +159,8 @@ def load_config(path, args, L=None):
 
 
 def _data_cfg(cfg, root, seed, work_dir, eval_split='val'):
-    root = root.rstrip('/') + '/'
-    ann = f'annotations/instances_{eval_split}.json'
-    for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[split].dataset.data_root = root
-        cfg[split].num_workers = 0
-        cfg[split].persistent_workers = False
-        if split != 'train_dataloader':
-            cfg[split].dataset.ann_file = ann
-            cfg[split].dataset.data_prefix = dict(img=f'{eval_split}/')
-    for ev in ('val_evaluator', 'test_evaluator'):
-        cfg[ev].ann_file = root + ann
+    from efficient_detr_mm.datasets import use_shapes_root
+    use_shapes_root(cfg, root, eval_split, num_workers=0)
     cfg.test_dataloader.batch_size = 1  # the paper evaluates at batch 1
     cfg.default_hooks.visualization.draw = False
     cfg.randomness = dict(seed=seed)
@@ -179,23 +170,13 @@ def _data_cfg(cfg, root, seed, work_dir, eval_split='val'):
 
 def _schedule(cfg, iters, lr, backbone_lr_mult=None, val_interval=None):
     """Iteration-based training at a constant lr (no drop), one checkpoint
-    at the end."""
-    cfg.train_dataloader.sampler = dict(type='InfiniteSampler', shuffle=True)
-    cfg.train_cfg = dict(type='IterBasedTrainLoop',
-                         max_iters=iters,
-                         val_interval=val_interval or iters + 1)
-    cfg.param_scheduler = None
-    cfg.optim_wrapper.optimizer.lr = lr
+    at the end (or every ``val_interval``)."""
+    from projects.shapes.study_utils import iteration_schedule
+    iteration_schedule(cfg, iters, lr, val_interval or iters + 1,
+                       val_interval or iters)
     if backbone_lr_mult is not None:
         cfg.optim_wrapper.paramwise_cfg.custom_keys.backbone.lr_mult = \
             backbone_lr_mult
-    cfg.log_processor = dict(by_epoch=False)
-    cfg.default_hooks.logger.interval = 50
-    cfg.default_hooks.logger.log_metric_by_epoch = False
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook',
-                                        by_epoch=False,
-                                        interval=val_interval or iters,
-                                        max_keep_ckpts=1)
     return cfg
 
 

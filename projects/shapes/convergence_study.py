@@ -72,28 +72,13 @@ def study_config(cfg_path: str, args, data_root: str, name: str) -> str:
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(REPO, cfg_path))
     cfg.merge_from_dict(OVERRIDES.get(name, {}))
-    root = data_root.rstrip('/') + '/'
-    for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        dl = cfg[split]
-        dl.dataset.data_root = root
-        dl.num_workers = 0
-        dl.persistent_workers = False
+    from efficient_detr_mm.datasets import use_shapes_root
+    from projects.shapes.study_utils import iteration_schedule
+    use_shapes_root(cfg, data_root, num_workers=0)
     cfg.train_dataloader.batch_size = args.batch_size
-    cfg.train_dataloader.sampler = dict(type='InfiniteSampler', shuffle=True)
-    for ev in ('val_evaluator', 'test_evaluator'):
-        cfg[ev].ann_file = root + 'annotations/instances_val.json'
     interval = args.eval_interval or max(1, args.iters // 5)
-    cfg.train_cfg = dict(
-        type='IterBasedTrainLoop', max_iters=args.iters,
-        val_interval=interval)
-    cfg.param_scheduler = None  # constant lr: AP vs iteration, no drop
-    cfg.optim_wrapper.optimizer.lr = args.lr
-    cfg.log_processor = dict(by_epoch=False)
-    cfg.default_hooks.logger.interval = 50
-    cfg.default_hooks.logger.log_metric_by_epoch = False
-    cfg.default_hooks.checkpoint = dict(
-        type='CheckpointHook', by_epoch=False, interval=args.iters,
-        max_keep_ckpts=1)
+    # constant lr: AP vs iteration, no drop
+    iteration_schedule(cfg, args.iters, args.lr, interval, args.iters)
     cfg.default_hooks.visualization.draw = False
     cfg.randomness = dict(seed=args.seed)
     out = osp.join(args.out, f'{name}.py')

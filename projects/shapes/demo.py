@@ -40,7 +40,7 @@ def main():
     from mmengine.config import Config
     from mmengine.runner import Runner
 
-    from efficient_detr_mm.datasets import make_shapes_dataset
+    from efficient_detr_mm.datasets import make_shapes_dataset, use_shapes_root
 
     t0 = time.time()
     print(f'[1/4] synthetic shapes dataset in {args.data_root} '
@@ -48,12 +48,7 @@ def main():
     make_shapes_dataset(args.data_root, num_train=args.num_train,
                         num_val=args.num_val, seed=args.seed)
 
-    cfg = Config.fromfile(args.config)
-    root = args.data_root.rstrip('/') + '/'
-    for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[split].dataset.data_root = root
-    for ev in ('val_evaluator', 'test_evaluator'):
-        cfg[ev].ann_file = root + 'annotations/instances_val.json'
+    cfg = use_shapes_root(Config.fromfile(args.config), args.data_root)
     if args.epochs is not None:
         cfg.train_cfg.max_epochs = args.epochs
         cfg.param_scheduler[0].end = args.epochs

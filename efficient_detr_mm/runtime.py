@@ -16,6 +16,7 @@
   first and registers a DDP wrapper that drops ``device_ids`` for CPU
   modules.
 """
+import argparse
 import os
 import pickle
 
@@ -60,7 +61,26 @@ def allow_mmengine_checkpoints() -> None:
     if add is None:  # torch < 2.4 loads everything anyway
         return
     add([HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr')] +
-        _numpy_safe_globals())
+        _numpy_safe_globals() + _OFFICIAL_CHECKPOINT_TYPES)
+
+
+#: types official checkpoints pickle besides tensors: the DETR / DINO code
+#: bases save their ``argparse.Namespace`` of arguments
+_OFFICIAL_CHECKPOINT_TYPES = [argparse.Namespace]
+
+
+def safe_load(path: str, map_location='cpu'):
+    """``torch.load`` that never executes a pickle: ``weights_only=True``
+    with the allow-list of :func:`allow_mmengine_checkpoints` and the types
+    official checkpoints contain.  A file that needs anything else fails
+    with an error naming the file and the refused global."""
+    allow_mmengine_checkpoints()
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise pickle.UnpicklingError(
+            f'{path}: refused to load (it needs a type outside the safe '
+            f'allow-list; nothing from it was executed): {err}') from None
 
 
 @MODEL_WRAPPERS.register_module()

@@ -118,6 +118,24 @@ class StateDictConverter:
         return [k for k in self.src if k not in self.consumed]
 
 
+def move_torchvision_resnet(conv: StateDictConverter,
+                            src_prefix: str = 'backbone.0.body.',
+                            dst_prefix: str = 'backbone.') -> int:
+    """Move a torchvision ResNet (DETR / SMCA / DINO code bases: frozen BN
+    without ``num_batches_tracked``) to mmdet's ``ResNet`` (style
+    ``'pytorch'``, the same module names), adding ``num_batches_tracked = 0``
+    for every BN layer; returns how many source tensors were moved."""
+    n = conv.move_prefix(src_prefix, dst_prefix)
+    if n == 0:
+        raise ConversionError(
+            f'source checkpoint has no backbone keys {src_prefix!r}*')
+    for key in list(conv.out):
+        if key.startswith(dst_prefix) and key.endswith('.running_var'):
+            conv.put(key[:-len('running_var')] + 'num_batches_tracked',
+                     torch.tensor(0, dtype=torch.long))
+    return n
+
+
 def check_against_model(conv: StateDictConverter,
                         model_state: Mapping[str, Tensor],
                         ignore_missing: Sequence[str] = ()) -> None:
@@ -167,7 +185,10 @@ def save_converted(state: Mapping[str, Tensor], dst: str,
     fd, tmp = tempfile.mkstemp(prefix='.converting-', dir=out_dir)
     os.close(fd)
     try:
-        torch.save(payload, tmp)
+        # through a file object: torch names the archive after a path's
+        # basename and refuses the leading dot of the temporary name
+        with open(tmp, 'wb') as f:
+            torch.save(payload, f)
         os.replace(tmp, dst)
     finally:
         if osp.exists(tmp):

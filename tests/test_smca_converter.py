@@ -184,16 +184,29 @@ def test_bad_checkpoints_name_the_problem(official_state):
         convert_smca(state)
 
 
-def _official_checkpoint(path, state):
+def _official_checkpoint(path, state, fixture, **args):
+    """A file as the official main.py writes it."""
     torch.save(
-        dict(model=state, epoch=49, args=argparse.Namespace(
-            dynamic_scale='type3', num_queries=20)), path)
+        dict(
+            model=state,
+            epoch=49,
+            args=argparse.Namespace(**dict(fixture['official_args'],
+                                           **args))), path)
 
 
-def test_cli_converts_and_writes_dataset_meta(official_state, config_file,
-                                              tmp_path):
+def _load_tool():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('smca_to_mmdet',
+                                                  CONVERTER)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_cli_converts_and_writes_dataset_meta(fixture, official_state,
+                                              config_file, tmp_path):
     src, dst = tmp_path / 'smca_official.pth', tmp_path / 'smca_mmdet.pth'
-    _official_checkpoint(src, official_state)
+    _official_checkpoint(src, official_state, fixture)
     proc = python_tool(CONVERTER, str(src), str(dst), '--config',
                        config_file)
     assert 'wrote' in proc.stdout
@@ -208,13 +221,9 @@ def test_cli_converts_and_writes_dataset_meta(official_state, config_file,
 
 
 @pytest.mark.parametrize('change', ['extra', 'missing'])
-def test_cli_fails_naming_the_key(official_state, config_file, tmp_path,
-                                  change):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('smca_to_mmdet',
-                                                  CONVERTER)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+def test_cli_fails_naming_the_key(fixture, official_state, config_file,
+                                  tmp_path, change):
+    tool = _load_tool()
     state = dict(official_state)
     if change == 'extra':
         key = 'transformer.decoder.layers.1.norm5.weight'
@@ -224,7 +233,20 @@ def test_cli_fails_naming_the_key(official_state, config_file, tmp_path,
         del state[key]
         key = 'encoder.layers.0.norms.1.bias'  # the model key not filled
     src, dst = tmp_path / 'src.pth', tmp_path / 'dst.pth'
-    _official_checkpoint(src, state)
+    _official_checkpoint(src, state, fixture)
     with pytest.raises(ConversionError, match=key.replace('.', r'\.')):
         tool.main([str(src), str(dst), '--config', config_file])
+    assert not dst.exists()
+
+
+@pytest.mark.parametrize('arg, value', [('smooth', 4.0), ('dilation', True),
+                                        ('dynamic_scale', 'type2')])
+def test_cli_fails_on_training_args_the_config_does_not_match(
+        fixture, official_state, config_file, tmp_path, arg, value):
+    """Arguments that leave names and shapes unchanged (or change a shape
+    for a reason the key check cannot tell) are named."""
+    src, dst = tmp_path / 'src.pth', tmp_path / 'dst.pth'
+    _official_checkpoint(src, official_state, fixture, **{arg: value})
+    with pytest.raises(ConversionError, match=f'--{arg} {value!r}'):
+        _load_tool().main([str(src), str(dst), '--config', config_file])
     assert not dst.exists()

@@ -20,7 +20,7 @@ The official code (gaopengcuhk/SMCA-DETR, a DETR fork) saves
   ``fc_reg``; ``query_embed`` -> ``query_embedding``.
 """
 import re
-from typing import Mapping
+from typing import Any, Mapping, Optional
 
 from torch import Tensor
 
@@ -124,8 +124,74 @@ def convert_smca(src: Mapping[str, Tensor]) -> StateDictConverter:
     return conv
 
 
+#: official ``--dynamic_scale`` -> ``gaussian_cfg.modulation``
+DYNAMIC_SCALE_MODULATION = {
+    'type1': 'fixed',
+    'type2': 'per_head_iso',
+    'type3': 'per_head_xy'
+}
+
+
+def _dilated_c5(model) -> Optional[bool]:
+    try:
+        return tuple(model.backbone.layer4[-1].conv2.dilation) != (1, 1)
+    except (AttributeError, IndexError, TypeError):
+        return None
+
+
+def check_official_args(args: Any, model) -> None:
+    """Check the official training arguments saved in the checkpoint
+    against the model built from the config: what the tensors' names and
+    shapes cannot show (the Gaussian bandwidth ``--smooth``, the scale type
+    ``--dynamic_scale``, a dilated C5, pre-norm layers).
+
+    Args:
+        args (argparse.Namespace, optional): the checkpoint's ``args``;
+            ``None`` (a bare state dict) checks nothing.
+        model (SMCADETR): the model of the config.
+
+    Raises:
+        ConversionError: naming each mismatching argument and config key.
+    """
+    if args is None:
+        return
+    gauss = model.decoder.layers[0].gaussian
+    ours = {
+        'dynamic_scale': ({v: k
+                           for k, v in DYNAMIC_SCALE_MODULATION.items()
+                           }.get(gauss.modulation),
+                          'decoder.layer_cfg.gaussian_cfg.modulation='
+                          f'{gauss.modulation!r}'),
+        'smooth': (gauss.beta,
+                   f'decoder.layer_cfg.gaussian_cfg.beta={gauss.beta}'),
+        'num_queries': (model.num_queries,
+                        f'num_queries={model.num_queries}'),
+        'dilation': (_dilated_c5(model), 'the backbone\'s last stage'),
+        'pre_norm': (False, 'SMCA here is post-norm only'),
+        'position_embedding': ('sine', 'SinePositionalEncoding'),
+        'masks': (False, 'no segmentation head'),
+    }
+    problems = []
+    for name, (expected, where) in ours.items():
+        if not hasattr(args, name) or expected is None:
+            continue
+        value = getattr(args, name)
+        same = (float(value) == float(expected) if name == 'smooth' else
+                value == expected)
+        if not same:
+            problems.append(f'--{name} {value!r} (the config has '
+                            f'{expected!r}: {where})')
+    if problems:
+        raise ConversionError(
+            'the checkpoint was trained with arguments the config does not '
+            'match: ' + '; '.join(problems))
+
+
 #: class rows of the official classifier that are dropped (no COCO class)
 DROPPED_CLASS_ROWS = sorted(
     set(range(NUM_OFFICIAL_CLASS_ROWS)) - set(COCO_IDS))
 
-__all__ = ['convert_smca', 'DROPPED_CLASS_ROWS', 'DYNAMIC_SCALE_ROWS']
+__all__ = [
+    'convert_smca', 'check_official_args', 'DROPPED_CLASS_ROWS',
+    'DYNAMIC_SCALE_ROWS', 'DYNAMIC_SCALE_MODULATION'
+]

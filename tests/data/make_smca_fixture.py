@@ -119,7 +119,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     models = import_official(osp.abspath(args.official_root))
-    model, _, postprocessors = models.build_model(official_args())
+    official = official_args()
+    model, _, postprocessors = models.build_model(official)
     model.eval()
     spec = state_spec(model.state_dict())
     state = official_like_state(spec, WEIGHT_SEED, OVERRIDES)
@@ -140,6 +141,7 @@ def main() -> None:
         official_repo='gaopengcuhk/SMCA-DETR',
         official_commit=args.commit or official_commit(args.official_root),
         hparams=HPARAMS,
+        official_args=vars(official),  # what main.py saves as 'args'
         spec=dict(spec),
         weight_seed=WEIGHT_SEED,
         overrides=OVERRIDES,

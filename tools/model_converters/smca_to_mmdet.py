@@ -16,7 +16,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 
 from efficient_detr_mm.converters.base import convert_main  # noqa: E402
-from efficient_detr_mm.converters.smca import convert_smca  # noqa: E402
+from efficient_detr_mm.converters.smca import (  # noqa: E402
+    check_official_args, convert_smca)
 
 DEFAULT_CONFIG = 'configs/smca/smca_r50_8xb2-50e_coco.py'
 
@@ -27,6 +28,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         convert_smca,
         DEFAULT_CONFIG,
         argv=argv,
+        check_source=check_official_args,
         source='gaopengcuhk/SMCA-DETR (single-scale) via '
         'tools/model_converters/smca_to_mmdet.py')
 

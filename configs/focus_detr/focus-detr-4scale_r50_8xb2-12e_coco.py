@@ -10,6 +10,9 @@ model = dict(
     # detectron2 freeze_at=1 freezes the stem only (mmdet's DINO config
     # freezes the stem and res2); BN stays frozen everywhere
     backbone=dict(frozen_stages=0),
+    # detrex's ChannelMapper convolutions have biases (before GroupNorm);
+    # mmdet's default ('auto') drops them when a norm follows
+    neck=dict(bias=True),
     encoder=dict(
         _delete_=True,
         type='FocusEncoder',

@@ -8,13 +8,10 @@ built from the config: any source key not consumed, any model key not
 filled, any unexpected or mis-shaped key is an error that names the keys.
 """
 import argparse
-import contextlib
-import inspect
 import os
 import os.path as osp
 import re
 import tempfile
-import zipfile
 from collections import OrderedDict
 from typing import (Callable, Dict, Iterable, List, Mapping, Optional,
                     Sequence, Union)
@@ -202,43 +199,11 @@ def build_model_state(config: str) -> Dict[str, Tensor]:
     return MODELS.build(cfg.model).state_dict()
 
 
-_CKPT_EXTS = ('.pth', '.pt', '.ckpt', '.bin')
-
-
-@contextlib.contextmanager
-def _checkpoint_file(path: str):
-    """``path`` itself, or, if ``path`` is a zip archive that wraps a
-    checkpoint file (rather than being one: ``torch.save`` also writes zip
-    archives, with a ``*/data.pkl`` entry), that file extracted to a
-    temporary directory."""
-    if not zipfile.is_zipfile(path):
-        yield path
-        return
-    with zipfile.ZipFile(path) as zf:
-        names = [n for n in zf.namelist() if not n.endswith('/')]
-        if any(n.endswith('data.pkl') and n.count('/') == 1 for n in names):
-            yield path  # a torch.save archive
-            return
-        inner = [n for n in names if n.lower().endswith(_CKPT_EXTS)
-                 and not osp.basename(n).startswith('.')
-                 and not n.startswith('__MACOSX/')]
-        if len(inner) != 1:
-            raise ConversionError(
-                f'{path}: a zip archive with {len(inner)} checkpoint files '
-                f'({", ".join(inner) or "none"}); expected exactly one '
-                f'{"/".join(_CKPT_EXTS)} file (or unzip it and pass the '
-                'checkpoint itself)')
-        with tempfile.TemporaryDirectory() as tmp:
-            yield zf.extract(inner[0], tmp)
-
-
 def load_source_state(path: str) -> 'OrderedDict[str, Tensor]':
     """The model state dict of an official checkpoint file, loaded without
     executing any pickle (``weights_only=True``, see
-    :func:`efficient_detr_mm.runtime.safe_load`).  A zip archive that wraps
-    one checkpoint file is read through."""
-    with _checkpoint_file(path) as ckpt_path:
-        ckpt = safe_load(ckpt_path)
+    :func:`efficient_detr_mm.runtime.safe_load`)."""
+    ckpt = safe_load(path)
     if isinstance(ckpt, Mapping):
         for key in ('model', 'state_dict'):
             if key in ckpt and isinstance(ckpt[key], Mapping):
@@ -264,8 +229,7 @@ def convert_main(description: str,
     ``SRC DST [--config CFG]``.
 
     ``default_config`` is a config path (relative to the repository root
-    or absolute) or a function of the source state dict (and, if it takes
-    two arguments, of the source file path) that picks one.
+    or absolute) or a function of the source state dict that picks one.
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument('src', help='official checkpoint')
@@ -281,12 +245,8 @@ def convert_main(description: str,
     print(f'loaded {len(src)} tensors from {args.src}')
     config = args.config
     if config is None:
-        if not callable(default_config):
-            config = default_config
-        elif len(inspect.signature(default_config).parameters) > 1:
-            config = default_config(src, args.src)  # (state, file name)
-        else:
-            config = default_config(src)
+        config = (default_config(src)
+                  if callable(default_config) else default_config)
         if not osp.isabs(config):
             config = osp.join(REPO_ROOT, config)
     if not osp.isfile(config):

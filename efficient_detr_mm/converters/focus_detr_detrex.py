@@ -34,14 +34,16 @@ label_enc                              dn_query_generator.label_embedding
 detrex classifies the 80 COCO classes contiguously, in mmdet's order: no
 class rows move.
 """
+import argparse
 import os.path as osp
 import re
-from typing import Mapping
+from typing import Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from .base import ConversionError, StateDictConverter
+from .archives import checkpoint_in_archive
+from .base import ConversionError, StateDictConverter, convert_main
 from .detectron2_resnet import convert_detectron2_resnet
 from .detrex_swin import convert_detrex_swin
 
@@ -180,3 +182,32 @@ def default_config(state: Mapping[str, Tensor], src_path: str = '') -> str:
     m = re.search(r'(12|24|36)ep', osp.basename(src_path))
     epochs = m.group(1) if m else '12'
     return f'{CONFIG_DIR}/focus-detr-4scale_{arch}_8xb2-{epochs}e_coco.py'
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """``SRC DST [--config CFG]`` (tools/model_converters/
+    focus_detr_detrex_to_mmdet.py): SRC may be the released ``.zip``; the
+    default config comes from the backbone and SRC's file name."""
+    import sys
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument('src', nargs='?')
+    pre.add_argument('dst', nargs='?')
+    pre.add_argument('--config')
+    known, _ = pre.parse_known_args(argv)
+    if known.src is None or not osp.isfile(known.src):
+        return _convert_main(argv, '')  # argparse reports the problem
+    with checkpoint_in_archive(known.src) as path:
+        i = argv.index(known.src)
+        _convert_main(argv[:i] + [path] + argv[i + 1:], known.src)
+
+
+def _convert_main(argv: Sequence[str], src_name: str) -> None:
+    convert_main(
+        'detrex Focus-DETR checkpoint (projects/focus_detr; .pth or the '
+        'released .zip) -> efficient_detr_mm FocusDETR',
+        convert_focus_detr_detrex,
+        lambda state: default_config(state, src_name),
+        argv=argv,
+        source='detrex projects/focus_detr ' + osp.basename(src_name) +
+        ' (tools/model_converters/focus_detr_detrex_to_mmdet.py)')

@@ -13,7 +13,9 @@ head biased so that reference boxes fall below 1e-3 / above 0.999, the
 regime where the box-head ``inverse_sigmoid`` eps matters).
 
 A second fixture holds a reduced detectron2 ``SwinTransformer`` (the class
-detrex's Swin configs use) and its three output maps, for the Swin key map.
+detrex's Swin configs use) and its three output maps, for the Swin key map;
+a third the key names and shapes (no values) of the full-size official
+R-50, R-101 and Swin-T models of the released rows, for the configs.
 
 Needs the official code only here (never in the tests)::
 
@@ -159,7 +161,10 @@ def build_state(testing, spec, aliases, seed, overrides=()):
     return out
 
 
-def make_detector(testing, commits):
+def build_official(h, backbone=None):
+    """The official detrex FOCUS_DETR with hyper-parameters ``h`` (keys of
+    ``DETECTOR``) and a detectron2 ResNet of depth ``h['depth']`` or the
+    given backbone module (+ its ``in_channels``)."""
     import torch.nn as nn
     from detectron2.layers import ShapeSpec
     from detectron2.modeling.backbone import BasicStem, ResNet
@@ -169,14 +174,19 @@ def make_detector(testing, commits):
                                               FOCUS_DETRTransformer,
                                               FOCUS_DETRTransformerDecoder,
                                               FOCUS_DETRTransformerEncoder)
-    h = DETECTOR
-    model = FOCUS_DETR(
-        backbone=ResNet(
+    if backbone is None:
+        backbone = ResNet(
             stem=BasicStem(in_channels=3, out_channels=64, norm='FrozenBN'),
             stages=ResNet.make_default_stages(
                 depth=h['depth'], stride_in_1x1=False, norm='FrozenBN'),
             out_features=['res3', 'res4', 'res5'],
-            freeze_at=1),
+            freeze_at=1)
+        features = ['res3', 'res4', 'res5']
+        channels = [512, 1024, 2048]
+    else:
+        backbone, features, channels = backbone
+    return FOCUS_DETR(
+        backbone=backbone,
         position_embedding=PositionEmbeddingSine(
             num_pos_feats=128,
             temperature=h['pos_temperature'],
@@ -184,11 +194,10 @@ def make_detector(testing, commits):
             offset=h['pos_offset']),
         neck=ChannelMapper(
             input_shapes={
-                'res3': ShapeSpec(channels=512),
-                'res4': ShapeSpec(channels=1024),
-                'res5': ShapeSpec(channels=2048)
+                f: ShapeSpec(channels=c)
+                for f, c in zip(features, channels)
             },
-            in_features=['res3', 'res4', 'res5'],
+            in_features=features,
             out_channels=256,
             num_outs=4,
             kernel_size=1,
@@ -224,6 +233,11 @@ def make_detector(testing, commits):
         dn_number=100,
         label_noise_ratio=0.5,
         box_noise_scale=1.0)
+
+
+def make_detector(testing, commits):
+    h = DETECTOR
+    model = build_official(DETECTOR)
     model.eval()
     # the fixture input is already normalised
     model.normalizer = lambda x: x
@@ -286,6 +300,45 @@ def make_detector(testing, commits):
         variants=variants)
 
 
+#: the released rows' architectures (detrex configs, full size)
+FULL = dict(
+    DETECTOR,
+    feedforward_dim=2048,
+    num_queries=900,
+)
+
+
+def make_full_specs(commits):
+    """Key names and shapes (no values) of the full-size official models of
+    the released rows: R-50, R-101 and Swin-T 4-scale."""
+    from detectron2.modeling.backbone import SwinTransformer
+    specs = OrderedDict()
+    for name in ('r50', 'r101', 'swin-t'):
+        if name == 'swin-t':
+            swin = SwinTransformer(
+                pretrain_img_size=224,
+                embed_dim=96,
+                depths=(2, 2, 6, 2),
+                num_heads=(3, 6, 12, 24),
+                drop_path_rate=0.1,
+                window_size=7,
+                out_indices=(1, 2, 3))
+            model = build_official(
+                FULL, (swin, ['p1', 'p2', 'p3'], [192, 384, 768]))
+        else:
+            model = build_official(dict(FULL, depth=int(name[1:])))
+        specs[name] = OrderedDict(
+            (k, tuple(v.shape)) for k, v in model.state_dict().items())
+        print(f'{name}: {len(specs[name])} official keys')
+    return dict(
+        official=dict(
+            repo='https://github.com/IDEA-Research/detrex',
+            commit=commits['detrex'],
+            detectron2_commit=commits['detectron2']),
+        hparams=dict(FULL),
+        specs=specs)
+
+
 def make_swin(testing, commits):
     from detectron2.modeling.backbone import SwinTransformer
     h = SWIN
@@ -343,6 +396,9 @@ def main():
         '--out', default=osp.join(HERE, 'focus_detr_detrex_fixture.pth'))
     parser.add_argument(
         '--swin-out', default=osp.join(HERE, 'detrex_swin_fixture.pth'))
+    parser.add_argument(
+        '--specs-out',
+        default=osp.join(HERE, 'focus_detr_detrex_full_specs.pth'))
     args = parser.parse_args()
     paths = [args.detrex_root, args.detectron2_root]
     if args.site:
@@ -358,6 +414,8 @@ def main():
     print(f'wrote {args.out}')
     torch.save(make_swin(testing, commits), args.swin_out)
     print(f'wrote {args.swin_out}')
+    torch.save(make_full_specs(commits), args.specs_out)
+    print(f'wrote {args.specs_out}')
 
 
 if __name__ == '__main__':

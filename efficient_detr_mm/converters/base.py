@@ -189,6 +189,9 @@ def save_converted(state: Mapping[str, Tensor], dst: str,
         # basename and refuses the leading dot of the temporary name
         with open(tmp, 'wb') as f:
             torch.save(payload, f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is not wanted here
         os.replace(tmp, dst)
     finally:
         if osp.exists(tmp):

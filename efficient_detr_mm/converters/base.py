@@ -13,8 +13,8 @@ import os.path as osp
 import re
 import tempfile
 from collections import OrderedDict
-from typing import (Callable, Dict, Iterable, List, Mapping, Optional,
-                    Sequence, Union)
+from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional,
+                    Sequence, Tuple, Union)
 
 import torch
 from torch import Tensor
@@ -149,9 +149,36 @@ def check_against_model(conv: StateDictConverter,
     if shapes:
         problems.append(f'{len(shapes)} shape mismatches: '
                         + '; '.join(shapes[:20]))
+    split = _split_aliases(conv.out, model_state)
+    if split:
+        problems.append(
+            f'{len(split)} model keys are one shared tensor (e.g. a head '
+            'shared by all decoder layers) but got different values: ' +
+            '; '.join(split[:10]) + ' (the checkpoint does not share them: '
+            'use a config without the sharing)')
     if problems:
         raise ConversionError('checkpoint does not convert exactly:\n  ' +
                               '\n  '.join(problems))
+
+
+def _split_aliases(out: Mapping[str, Tensor],
+                   model_state: Mapping[str, Tensor]) -> List[str]:
+    """Groups of model keys that are the same tensor (shared modules) and
+    were given different converted values."""
+    groups: Dict[tuple, List[str]] = {}
+    for k, v in model_state.items():
+        if v.numel() and k in out:
+            groups.setdefault((v.data_ptr(), tuple(v.shape), v.dtype),
+                              []).append(k)
+    bad = []
+    for keys in groups.values():
+        first = out[keys[0]]
+        if tuple(first.shape) != tuple(model_state[keys[0]].shape):
+            continue  # reported as a shape mismatch
+        diff = [k for k in keys[1:] if not torch.equal(out[k], first)]
+        if diff:
+            bad.append(f'{keys[0]} vs {_fmt(diff, 3)}')
+    return bad
 
 
 def save_converted(state: Mapping[str, Tensor], dst: str,
@@ -164,7 +191,9 @@ def save_converted(state: Mapping[str, Tensor], dst: str,
     payload = dict(
         state_dict=OrderedDict((k, v.contiguous()) for k, v in state.items()),
         meta=dict(dataset_meta=dataset_meta, **meta))
-    fd, tmp = tempfile.mkstemp(prefix='.converting-', dir=out_dir)
+    # torch names the archive after the file minus its extension: keep one
+    fd, tmp = tempfile.mkstemp(prefix='.converting-', suffix='.pth',
+                               dir=out_dir)
     os.close(fd)
     try:
         torch.save(payload, tmp)
@@ -183,10 +212,11 @@ def coco_dataset_meta() -> dict:
 
 def build_model_state(config: str) -> Dict[str, Tensor]:
     """State dict of the (randomly initialised) model of ``config``."""
-    import efficient_detr_mm  # noqa: F401  (registers the modules)
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
+
+    import efficient_detr_mm  # noqa: F401  (registers the modules)
     register_all_modules()
     cfg = Config.fromfile(config)
     cfg.model.pop('init_cfg', None)
@@ -200,10 +230,20 @@ def load_source_state(path: str) -> 'OrderedDict[str, Tensor]':
     """The model state dict of an official checkpoint file, loaded without
     executing any pickle (``weights_only=True``, see
     :func:`efficient_detr_mm.runtime.safe_load`)."""
+    return load_source_checkpoint(path)[0]
+
+
+def load_source_checkpoint(
+        path: str) -> Tuple['OrderedDict[str, Tensor]', Dict[str, Any]]:
+    """Like :func:`load_source_state`, plus the checkpoint's other
+    top-level entries (e.g. the official ``args`` Namespace; empty when the
+    file holds the bare state dict)."""
     ckpt = safe_load(path)
+    extras: Dict[str, Any] = {}
     if isinstance(ckpt, Mapping):
         for key in ('model', 'state_dict'):
             if key in ckpt and isinstance(ckpt[key], Mapping):
+                extras = {k: v for k, v in ckpt.items() if k != key}
                 ckpt = ckpt[key]
                 break
     if not isinstance(ckpt, Mapping) or not all(
@@ -211,7 +251,7 @@ def load_source_state(path: str) -> 'OrderedDict[str, Tensor]':
         raise ConversionError(
             f'{path}: no state dict of tensors found (expected the tensors '
             "themselves or under 'model' / 'state_dict')")
-    return OrderedDict(ckpt)
+    return OrderedDict(ckpt), extras
 
 
 def convert_main(description: str,
@@ -221,12 +261,15 @@ def convert_main(description: str,
                                                      str]],
                  argv: Optional[Sequence[str]] = None,
                  source: str = '',
-                 ignore_missing: Sequence[str] = ()) -> None:
+                 ignore_missing: Sequence[str] = (),
+                 config_uses_extras: bool = False) -> None:
     """The command line every converter shares:
     ``SRC DST [--config CFG]``.
 
     ``default_config`` is a config path (relative to the repository root
-    or absolute) or a function of the source state dict that picks one.
+    or absolute) or a function of the source state dict that picks one
+    (with ``config_uses_extras``, a function of the state dict and the
+    checkpoint's other entries, see :func:`load_source_checkpoint`).
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument('src', help='official checkpoint')
@@ -238,12 +281,16 @@ def convert_main(description: str,
     args = parser.parse_args(argv)
     if not osp.isfile(args.src):
         parser.error(f'no such checkpoint: {args.src}')
-    src = load_source_state(args.src)
+    src, extras = load_source_checkpoint(args.src)
     print(f'loaded {len(src)} tensors from {args.src}')
     config = args.config
     if config is None:
-        config = (default_config(src)
-                  if callable(default_config) else default_config)
+        if not callable(default_config):
+            config = default_config
+        elif config_uses_extras:
+            config = default_config(src, extras)
+        else:
+            config = default_config(src)
         if not osp.isabs(config):
             config = osp.join(REPO_ROOT, config)
     if not osp.isfile(config):

@@ -80,6 +80,55 @@ def test_released_files_map_to_the_configs():
         assert (enc.num_high_levels, enc.num_blocks) == (high, blocks)
 
 
+@pytest.mark.parametrize('config', sorted(CONFIGS.values()))
+def test_config_matches_official_inference_settings(fixture, config):
+    """Preprocessing, position embedding, query / detection counts and
+    layer sizes of the configs are the official ones."""
+    off = fixture['released_args']
+    pre = fixture['eval_preprocessing']
+    cfg = Config.fromfile(osp.join(REPO, config))
+    m = cfg.model
+    # official: RGB in [0, 1], normalised; mmdet: BGR 0-255 -> RGB
+    dp = m.data_preprocessor
+    assert dp.bgr_to_rgb
+    assert dp.mean == pytest.approx([x * 255 for x in pre['mean']])
+    assert dp.std == pytest.approx([x * 255 for x in pre['std']])
+    resize = [t for t in cfg.test_pipeline if t.type == 'Resize']
+    assert len(resize) == 1 and resize[0].keep_ratio
+    assert tuple(resize[0].scale) == (pre['resize_max_size'],
+                                      max(pre['resize_sizes']))
+    pe = m.positional_encoding
+    assert pe.temperature == off['pe_temperatureH'] == off['pe_temperatureW']
+    assert pe.normalize and pe.get('offset', 0.0) == 0.0
+    assert pe.num_feats * 2 == off['hidden_dim']
+    assert m.num_queries == off['num_queries']
+    assert m.test_cfg.max_per_img == off['num_select']
+    assert m.neck.num_outs == off['num_feature_levels']
+    assert m.get('num_feature_levels', 4) == off['num_feature_levels']
+    assert list(m.backbone.out_indices) == off['return_interm_indices']
+    assert m.encoder.num_layers == off['enc_layers']
+    assert m.decoder.num_layers == off['dec_layers']
+    assert m.encoder.layer_cfg.ffn_cfg.feedforward_channels == \
+        off['dim_feedforward_enc']
+    assert m.encoder.low_ffn_channels == off['hidden_dim']  # small_expand
+    assert off['small_expand']
+    dec = m.decoder.layer_cfg
+    assert dec.ffn_cfg.feedforward_channels == off['dim_feedforward_dec']
+    assert dec.self_attn_cfg.num_heads == off['nheads']
+    for attn in (m.encoder.layer_cfg.self_attn_cfg, dec.cross_attn_cfg):
+        assert attn.get('num_points', 4) == off['enc_n_points'] == \
+            off['dec_n_points']
+        assert attn.get('num_heads', 8) == off['nheads']
+        assert attn.get('dropout', 0.1) == off['dropout']
+    assert m.dn_cfg.label_noise_scale == off['dn_label_noise_ratio']
+    assert m.dn_cfg.box_noise_scale == off['dn_box_noise_scale']
+    assert m.dn_cfg.group_cfg.num_dn_queries == off['dn_number']
+    head = m.bbox_head
+    assert head.type == 'EffDINOHead' and head.inverse_sigmoid_eps == 1e-3
+    assert head.dec_pred_class_embed_share and head.dec_pred_bbox_embed_share
+    assert m.neck.bias is True
+
+
 @pytest.mark.parametrize('name', VARIANTS)
 def test_parameter_count_equals_official(fixture, name):
     """R-50 COCO configs: the official count apart from the class rows."""

@@ -29,7 +29,9 @@ num_expansion=E``, as the official README runs it) and records:
   detections (top ``num_select`` = 300 over queries x classes, absolute xyxy
   boxes, COCO-id labels);
 * the official ``inverse_sigmoid`` (box refinement) on references at and
-  beyond 1e-3 / 0.999, where the eps matters.
+  beyond 1e-3 / 0.999, where the eps matters;
+* the resize and normalisation of the official COCO eval transform and the
+  released model's hyper-parameters (``released_args``).
 
 The official code is imported from ``--official-root`` only. Its CUDA
 extension (``MultiScaleDeformableAttention``) is never called: with
@@ -124,6 +126,27 @@ def commit_of(root):
 def unused_rows():
     from efficient_detr_mm.converters import COCO_IDS
     return [i for i in range(91) if i not in set(COCO_IDS)]
+
+
+def eval_preprocessing(args):
+    """Resize and normalisation of the official COCO eval transform
+    (``datasets/coco.py``, ``make_coco_transforms('val')``)."""
+    from datasets.coco import make_coco_transforms
+    found = {}
+
+    def walk(t):
+        name = type(t).__name__
+        if name == 'RandomResize':
+            found['resize_sizes'] = list(t.sizes)
+            found['resize_max_size'] = t.max_size
+        elif name == 'Normalize':
+            found['mean'] = list(t.mean)
+            found['std'] = list(t.std)
+        for child in getattr(t, 'transforms', []):
+            walk(child)
+
+    walk(make_coco_transforms('val', args=args))
+    return found
 
 
 def make_variant(build, root, enc_scale, num_expansion, seed):
@@ -234,6 +257,19 @@ def main():
     probe = torch.tensor([0.0, 1e-6, 2e-4, 9e-4, 0.02, 0.5, 0.97, 0.9991,
                           0.9998, 1.0])
     fixture['inverse_sigmoid_probe'] = (probe, inverse_sigmoid(probe))
+    released = official_args(root)
+    fixture['eval_preprocessing'] = eval_preprocessing(released)
+    fixture['released_args'] = {
+        k: getattr(released, k)
+        for k in ('num_queries', 'num_select', 'hidden_dim', 'nheads',
+                  'enc_layers', 'dec_layers', 'dim_feedforward_enc',
+                  'dim_feedforward_dec', 'dropout', 'enc_n_points',
+                  'dec_n_points', 'num_feature_levels', 'pe_temperatureH',
+                  'pe_temperatureW', 'dn_number', 'dn_label_noise_ratio',
+                  'dn_box_noise_scale', 'small_expand',
+                  'return_interm_indices')
+    }
+    print('official eval preprocessing:', fixture['eval_preprocessing'])
     for i, (name, (s, e)) in enumerate(VARIANTS.items()):
         v = make_variant(build, root, s, e, args.seed + 10 * i)
         fixture['variants'][name] = v

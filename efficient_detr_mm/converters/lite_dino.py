@@ -42,8 +42,8 @@ Key map (official -> ours):
 * class rows: the classifiers have one row per COCO id (91) and
   ``label_enc`` 92 rows; the 80 rows at the COCO ids are kept, in mmdet's
   class order. The 11 unused ids (and id 0) take part in the official
-  top-k over classes; dropping them is exact as long as they never win,
-  as in trained checkpoints.
+  top-k over classes; dropping them is exact as long as they never win
+  (expected for trained checkpoints; not checked on the released files).
 """
 import re
 import sys

@@ -4,6 +4,7 @@ shapes images with tiny untrained models and checkpoints saved from them."""
 import importlib.util
 import json
 import os.path as osp
+import pickle
 
 import mmcv
 import numpy as np
@@ -153,6 +154,25 @@ def test_checkpoint_of_another_model_is_refused(tiny_model, tmp_path):
     with pytest.raises(RuntimeError, match='does not fit the model') as e:
         EffDetInferencer(TINY, path, device='cpu')
     assert 'not_a_parameter' in str(e.value)
+
+
+class _Payload:
+    """Pickles to a call that would create ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, 'w'))
+
+
+def test_malicious_checkpoint_does_not_run(tmp_path):
+    marker = tmp_path / 'ran'
+    path = str(tmp_path / 'evil.pth')
+    torch.save(dict(state_dict={}, meta=_Payload(str(marker))), path)
+    with pytest.raises(pickle.UnpicklingError, match='refused to load'):
+        EffDetInferencer(TINY, path, device='cpu')
+    assert not marker.exists()
 
 
 def test_no_weights_needs_explicit_flag():

@@ -218,20 +218,36 @@ def test_coco_config_takes_coco_classes():
 
 def test_make_demo_picture(tiny_ckpt, shapes_root, tmp_path):
     """The picture step of projects/shapes/demo.py on an untrained
-    checkpoint: one image with the val images side by side."""
+    checkpoint: the first val images with objects side by side, with at
+    most ``max_per_image`` boxes drawn on each (none above score 1)."""
     demo = load_script('projects', 'shapes', 'demo.py')
     from efficient_detr_mm.datasets import use_shapes_root
     cfg = use_shapes_root(Config.fromfile(TINY), shapes_root)
-    out = str(tmp_path / 'val_detections.png')
-    drawn = demo.draw_val_detections(
-        cfg, tiny_ckpt, out, num_images=2, pred_score_thr=0.0)
-    assert drawn == [100, 100]
     with open(osp.join(shapes_root, 'annotations',
                        'instances_val.json')) as f:
         coco = json.load(f)
     with_objects = {a['image_id'] for a in coco['annotations']}
-    sizes = [(im['height'], im['width']) for im in coco['images']
-             if im['id'] in with_objects][:2]
+    files = [
+        osp.join(shapes_root, 'val', im['file_name'])
+        for im in coco['images'] if im['id'] in with_objects
+    ][:2]
+    # side by side, tops aligned, 4 white pixels apart
+    a, b = (mmcv.imread(f) for f in files)
+    expected = np.full((max(a.shape[0], b.shape[0]),
+                        a.shape[1] + 4 + b.shape[1], 3), 255, np.uint8)
+    expected[:a.shape[0], :a.shape[1]] = a
+    expected[:b.shape[0], a.shape[1] + 4:] = b
+
+    out = str(tmp_path / 'val_detections.png')
+    drawn = demo.draw_val_detections(
+        cfg, tiny_ckpt, out, num_images=2, pred_score_thr=0.0,
+        max_per_image=3)
+    assert drawn == [3, 3]
     pic = mmcv.imread(out)
-    assert pic.shape == (max(h for h, _ in sizes),
-                         sum(w for _, w in sizes) + 4, 3)
+    assert pic.shape == expected.shape
+    assert np.abs(pic.astype(int) - expected.astype(int)).max() > 50
+
+    drawn = demo.draw_val_detections(
+        cfg, tiny_ckpt, out, num_images=2, pred_score_thr=1.0)
+    assert drawn == [0, 0]
+    np.testing.assert_array_equal(mmcv.imread(out), expected)

@@ -24,7 +24,6 @@ import mmcv
 import numpy as np
 from mmdet.apis import DetInferencer
 from mmdet.registry import DATASETS
-from mmdet.utils import register_all_modules
 from mmengine.config import Config
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 from torch import nn
@@ -83,8 +82,6 @@ class EffDetInferencer(DetInferencer):
         if weights is not None and not osp.isfile(weights):
             raise FileNotFoundError(f'checkpoint file not found: {weights}')
         self._weights_path = weights
-        # mmdet's collate functions etc. (avoids a registry-scope warning)
-        register_all_modules(init_default_scope=False)
         super().__init__(
             model=model,
             weights=weights,
@@ -164,24 +161,30 @@ def tile_images(images: Sequence[np.ndarray],
 def detections_picture(inferencer: EffDetInferencer,
                        images: List[str],
                        out_file: str,
-                       pred_score_thr: float = 0.3) -> List[int]:
+                       pred_score_thr: float = 0.3,
+                       max_per_image: Optional[int] = None) -> List[int]:
     """Draw the detections of ``inferencer`` on ``images`` (with mmdet's
     visualizer, as ``demo/image_demo.py`` does) side by side into one
-    picture ``out_file``.
+    picture ``out_file``: per image the boxes with score >=
+    ``pred_score_thr``, at most the ``max_per_image`` best ones.
 
     Returns:
-        list[int]: the number of boxes drawn (score >= ``pred_score_thr``)
-        per image.
+        list[int]: the number of boxes drawn per image.
     """
-    res = inferencer(
+    preds = inferencer(
         images,
-        return_vis=True,
+        return_datasamples=True,
         no_save_vis=True,
-        no_save_pred=True,
-        pred_score_thr=pred_score_thr)
+        no_save_pred=True)['predictions']
+    drawn = []
+    for pred in preds:
+        inst = pred.pred_instances
+        inst = inst[inst.scores.argsort(descending=True)]
+        inst = inst[inst.scores >= pred_score_thr][:max_per_image]
+        pred.pred_instances = inst
+        drawn.append(len(inst))
+    vis = inferencer.visualize(
+        images, preds, return_vis=True, pred_score_thr=pred_score_thr)
     # the visualizer returns RGB; mmcv writes BGR
-    mmcv.imwrite(tile_images(res['visualization'])[..., ::-1], out_file)
-    return [
-        int(sum(s >= pred_score_thr for s in p['scores']))
-        for p in res['predictions']
-    ]
+    mmcv.imwrite(tile_images(vis)[..., ::-1], out_file)
+    return drawn

@@ -449,8 +449,9 @@ def zoo_section(rows: List[dict], args) -> str:
         f'here: multiply-adds at {fs} (random weights, noise image), CPU '
         f'latency at a reduced {ls} input, batch 1, as a ratio to the '
         'family\'s baseline in the same run.', '',
-        'One meaning of `FLOPs`: the `FLOPs` of every metafile entry is the '
-        'measured number, in GFLOPs (10^9 multiply-adds) of the whole model '
+        'One meaning of `FLOPs`: the `FLOPs` of a metafile entry (there '
+        'when its model is measured) is the measured number, in GFLOPs '
+        '(10^9 multiply-adds) of the whole model '
         f'at one {fs} input (`tools/analysis_tools/get_flops.py`, deformable '
         'attention counted; `projects/efficiency/measurements.json`, checked '
         'by `tests/test_model_index.py`). The papers\' GFLOPs, counted at '

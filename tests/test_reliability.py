@@ -360,6 +360,11 @@ def test_non_finite_weights_give_a_clear_error():
     from efficient_detr_mm.common.checks import NonFiniteError
     model = _tiny_model(DETR)
     model.train()
+    # the wrapped assigner copies and pickles with the model
+    import copy
+    import pickle
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert clone.bbox_head.assigner.match_costs is not None
     with torch.no_grad():
         model.bbox_head.fc_cls.weight.fill_(float('nan'))
     samples = det_samples([(64, 64)], boxes=[[[4, 4, 30, 28]]], labels=[[1]])

@@ -182,6 +182,10 @@ class FiniteCheckAssigner:
         self.assigner = assigner
 
     def __getattr__(self, name: str):
+        # only called for names not found on the wrapper; during copy /
+        # unpickling 'assigner' is not set yet
+        if 'assigner' not in self.__dict__:
+            raise AttributeError(name)
         return getattr(self.__dict__['assigner'], name)
 
     def assign(self, pred_instances, gt_instances, img_meta=None, **kwargs):

@@ -404,3 +404,14 @@ def test_readme_documents_amp_resume_and_partial_load():
     assert 'with `--resume`: it continues from the newest complete ' \
         'checkpoint' in text
     assert '`--partial-load`' in text and 'partial_load = True' in text
+
+
+def test_non_finite_loss_is_named():
+    from efficient_detr_mm.common.checks import (NonFiniteError,
+                                                 check_finite_losses)
+    check_finite_losses(dict(loss_cls=torch.tensor(1.0), acc=torch.ones(2)))
+    with pytest.raises(NonFiniteError, match=r'loss: d1\.loss_bbox;'):
+        check_finite_losses(
+            dict(
+                loss_cls=torch.tensor(0.5),
+                **{'d1.loss_bbox': torch.tensor(float('inf'))}))

@@ -14,18 +14,32 @@
   ``torch.cuda.set_device`` and wraps the model with ``device_ids``; both
   fail without CUDA.  :func:`setup_cpu_distributed` initialises a gloo group
   first and registers a DDP wrapper that drops ``device_ids`` for CPU
-  modules.
+  modules.  :func:`check_launcher_env` turns a launcher started without its
+  environment (``--launcher pytorch`` outside torchrun) into a clear error.
+* Loading weights: mmengine's runner loads ``load_from`` (and the checkpoint
+  of ``tools/test.py``) with ``strict=False``: a checkpoint of another model
+  or class count loads with a warning and evaluates to an mAP near 0.
+  :class:`StrictLoadRunner` (used by ``tools/train.py`` and
+  ``tools/test.py``) refuses any missing, unexpected or mis-shaped key,
+  naming them, unless ``partial_load = True`` is set in the config (the
+  tools' ``--partial-load``).
 """
 import argparse
 import os
 import pickle
+import re
+from typing import List, Mapping
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from mmengine.logging.history_buffer import HistoryBuffer
-from mmengine.model import MMDistributedDataParallel
-from mmengine.registry import MODEL_WRAPPERS
+from mmengine.model import (BaseTTAModel, MMDistributedDataParallel,
+                            is_model_wrapper)
+from mmengine.registry import MODEL_WRAPPERS, RUNNERS
+from mmengine.runner import Runner
+from mmengine.runner.checkpoint import (_load_checkpoint,
+                                        _load_checkpoint_to_model)
 
 
 def _numpy_safe_globals() -> list:
@@ -97,9 +111,42 @@ class CPUDistributedDataParallel(MMDistributedDataParallel):
             **kwargs)
 
 
+#: environment variables each launcher's process-group set-up reads
+LAUNCHER_ENV = {
+    'pytorch': ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'),
+    'slurm': ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'),
+    'mpi': ('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE',
+            'OMPI_COMM_WORLD_LOCAL_RANK'),
+}
+
+_LAUNCHER_HINT = {
+    'pytorch': 'start it with tools/dist_train.sh CONFIG NUM_PROCS (or '
+    'torchrun --nproc_per_node=NUM_PROCS tools/train.py CONFIG --launcher '
+    'pytorch), or drop --launcher for a single process',
+    'slurm': 'start it with tools/slurm_train.sh (srun), or drop --launcher '
+    'for a single process',
+    'mpi': 'start it with mpirun, or drop --launcher for a single process',
+}
+
+
+def check_launcher_env(launcher: str) -> None:
+    """Raise ``RuntimeError`` naming the missing variables when
+    ``launcher`` is used without the environment its launcher sets (mmengine
+    would fail with ``KeyError: 'RANK'``)."""
+    missing = [
+        v for v in LAUNCHER_ENV.get(launcher, ()) if v not in os.environ
+    ]
+    if missing:
+        raise RuntimeError(
+            f'--launcher {launcher} needs the environment its launcher sets, '
+            f'but {", ".join(missing)} {"is" if len(missing) == 1 else "are"}'
+            f' not set: {_LAUNCHER_HINT[launcher]}')
+
+
 def setup_cpu_distributed(cfg, launcher: str) -> None:
-    """Prepare ``cfg`` for a multi-process CPU run (no-op with CUDA or
-    without a launcher)."""
+    """Check the launcher's environment and prepare ``cfg`` for a
+    multi-process CPU run (no-op with CUDA or without a launcher)."""
+    check_launcher_env(launcher)
     if launcher == 'none' or torch.cuda.is_available():
         return
     if not dist.is_initialized():
@@ -112,3 +159,112 @@ def setup_cpu_distributed(cfg, launcher: str) -> None:
     wrapper.setdefault('find_unused_parameters',
                        cfg.get('find_unused_parameters', False))
     cfg.model_wrapper_cfg = wrapper
+
+
+def check_amp_available() -> None:
+    """``--amp``: mmengine's ``AmpOptimWrapper`` needs a CUDA (or NPU / MLU
+    / MUSA) device; refuse early with a clear message on a CPU-only
+    machine."""
+    from mmengine.device import (is_cuda_available, is_mlu_available,
+                                 is_musa_available, is_npu_available)
+    if not (is_cuda_available() or is_npu_available() or is_mlu_available()
+            or is_musa_available()):
+        raise RuntimeError(
+            '--amp (mixed precision) needs a CUDA device (mmengine\'s '
+            'AmpOptimWrapper), but none is available: train without --amp '
+            'on this machine')
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint whose keys or shapes do not match the model."""
+
+
+def _fmt_keys(keys: List[str], limit: int = 10) -> str:
+    more = f', ... ({len(keys) - limit} more)' if len(keys) > limit else ''
+    return ', '.join(keys[:limit]) + more
+
+
+def state_dict_mismatch(model_state: Mapping[str, torch.Tensor],
+                        ckpt_state: Mapping[str, torch.Tensor]) -> List[str]:
+    """Describe every difference between a model's and a checkpoint's state
+    dicts: missing keys (BatchNorm's ``num_batches_tracked`` counters aside,
+    which older checkpoints lack), unexpected keys and shape mismatches.
+    Empty when they match."""
+    missing = [
+        k for k in model_state
+        if k not in ckpt_state and not k.endswith('num_batches_tracked')
+    ]
+    unexpected = [k for k in ckpt_state if k not in model_state]
+    shapes = [
+        f'{k} (checkpoint {tuple(v.shape)}, model '
+        f'{tuple(model_state[k].shape)})' for k, v in ckpt_state.items()
+        if k in model_state and hasattr(v, 'shape')
+        and tuple(v.shape) != tuple(model_state[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f'{len(missing)} missing keys: {_fmt_keys(missing)}')
+    if unexpected:
+        problems.append(f'{len(unexpected)} unexpected keys: '
+                        f'{_fmt_keys(unexpected)}')
+    if shapes:
+        problems.append(f'{len(shapes)} mis-shaped keys: '
+                        f'{_fmt_keys(shapes)}')
+    return problems
+
+
+@RUNNERS.register_module()
+class StrictLoadRunner(Runner):
+    """mmengine's ``Runner`` whose checkpoint loading (``load_from``, the
+    checkpoint of ``tools/test.py``, ``--resume``) is strict: a checkpoint
+    with a missing, unexpected or mis-shaped key raises
+    :class:`CheckpointMismatchError` naming them, instead of loading what
+    matches with a warning.  ``partial_load = True`` in the config (the
+    tools' ``--partial-load``) asks for mmengine's partial loading on
+    purpose, e.g. to fine-tune on another class count.
+    """
+
+    partial_load: bool = False
+
+    @classmethod
+    def from_cfg(cls, cfg) -> 'StrictLoadRunner':
+        partial = cfg.get('partial_load', False)
+        if not isinstance(partial, bool):
+            raise ValueError(
+                f'partial_load must be True or False, got {partial!r}')
+        runner = super().from_cfg(cfg)
+        runner.partial_load = partial
+        return runner
+
+    def load_checkpoint(self,
+                        filename: str,
+                        map_location='cpu',
+                        strict: bool = None,
+                        revise_keys: list = [(r'^module.', '')]):
+        """mmengine's ``Runner.load_checkpoint``; ``strict`` defaults to
+        ``not partial_load``."""
+        if strict is None:
+            strict = not self.partial_load
+        checkpoint = _load_checkpoint(filename, map_location=map_location)
+        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+        model = self.model.module if is_model_wrapper(
+            self.model) else self.model
+        if isinstance(model, BaseTTAModel):
+            model = model.module
+        if strict:
+            state = checkpoint.get('state_dict', checkpoint)
+            for pattern, repl in revise_keys:
+                state = {re.sub(pattern, repl, k): v for k, v in state.items()}
+            problems = state_dict_mismatch(model.state_dict(), state)
+            if problems:
+                raise CheckpointMismatchError(
+                    f'{filename} does not match the model '
+                    f'({type(model).__name__}):\n  ' + '\n  '.join(problems)
+                    + '\nTo load only the matching weights on purpose, pass '
+                    '--partial-load (tools/train.py, tools/test.py) or set '
+                    'partial_load = True in the config.')
+        _load_checkpoint_to_model(
+            model, checkpoint, strict, revise_keys=revise_keys)
+        self._has_loaded = True
+        self.logger.info(f'Load checkpoint from {filename}')
+        return checkpoint

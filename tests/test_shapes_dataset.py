@@ -124,7 +124,7 @@ def test_make_dataset_idempotent_and_validates(tmp_path):
     assert make_shapes_dataset(root, num_train=3, num_val=2,
                                img_size=64) == files
     assert os.path.getmtime(files['train']) == mtime
-    make_shapes_dataset(root, num_train=4, num_val=2, img_size=64)
+    make_shapes_dataset(root, num_train=4, num_val=2, img_size=64, force=True)
     with open(files['train']) as f:
         assert len(json.load(f)['images']) == 4
     with pytest.raises(ValueError, match='split'):

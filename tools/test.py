@@ -1,7 +1,8 @@
 # Copyright (c) OpenMMLab. All rights reserved.
 # Adapted from mmdet 3.3.0 tools/test.py for efficient_detr_mm: the package is
 # put on sys.path (so `python tools/test.py` works from a checkout) and
-# multi-process runs also work on CPU (gloo).
+# multi-process runs also work on CPU (gloo) and the checkpoint loads
+# strictly (--partial-load to opt out).
 import argparse
 import os
 import os.path as osp
@@ -15,10 +16,9 @@ from mmdet.registry import RUNNERS
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 from mmengine import ConfigDict
 from mmengine.config import Config, DictAction
-from mmengine.runner import Runner
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from efficient_detr_mm.runtime import setup_cpu_distributed  # noqa: E402
+from efficient_detr_mm import runtime  # noqa: E402
 
 
 # TODO: support fuse_conv_bn and format_only
@@ -54,6 +54,12 @@ def parse_args():
         'Note that the quotation marks are necessary and that no white space '
         'is allowed.')
     parser.add_argument(
+        '--partial-load',
+        action='store_true',
+        help='load only the checkpoint weights that match the model (by '
+        'default a missing, unexpected or mis-shaped key is an error); same '
+        'as partial_load = True in the config')
+    parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
@@ -79,9 +85,11 @@ def main():
     # load config
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
-    setup_cpu_distributed(cfg, args.launcher)
+    runtime.setup_cpu_distributed(cfg, args.launcher)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    if args.partial_load:
+        cfg.partial_load = True
 
     # work_dir is determined in this priority: CLI > segment in file > filename
     if args.work_dir is not None:
@@ -134,8 +142,8 @@ def main():
 
     # build the runner from config
     if 'runner_type' not in cfg:
-        # build the default runner
-        runner = Runner.from_cfg(cfg)
+        # the default runner, with strict checkpoint loading
+        runner = runtime.StrictLoadRunner.from_cfg(cfg)
     else:
         # build customized runner from the registry
         # if 'runner_type' is set in the cfg

@@ -1,7 +1,8 @@
 # Copyright (c) OpenMMLab. All rights reserved.
 # Adapted from mmdet 3.3.0 tools/train.py for efficient_detr_mm: the package is
 # put on sys.path (so `python tools/train.py` works from a checkout) and
-# multi-process runs also work on CPU (gloo).
+# multi-process runs also work on CPU (gloo), checkpoints load strictly
+# (--partial-load to opt out) and --amp / --launcher fail early and clearly.
 import argparse
 import os
 import os.path as osp
@@ -10,10 +11,9 @@ import sys
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from efficient_detr_mm.runtime import setup_cpu_distributed  # noqa: E402
+from efficient_detr_mm import runtime  # noqa: E402
 
 
 def parse_args():
@@ -48,6 +48,12 @@ def parse_args():
         'Note that the quotation marks are necessary and that no white space '
         'is allowed.')
     parser.add_argument(
+        '--partial-load',
+        action='store_true',
+        help='load only the checkpoint weights that match the model (by '
+        'default a missing, unexpected or mis-shaped key is an error); same '
+        'as partial_load = True in the config')
+    parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
@@ -73,9 +79,11 @@ def main():
     # load config
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
-    setup_cpu_distributed(cfg, args.launcher)
+    runtime.setup_cpu_distributed(cfg, args.launcher)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    if args.partial_load:
+        cfg.partial_load = True
 
     # work_dir is determined in this priority: CLI > segment in file > filename
     if args.work_dir is not None:
@@ -88,6 +96,7 @@ def main():
 
     # enable automatic-mixed-precision training
     if args.amp is True:
+        runtime.check_amp_available()
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
 
@@ -113,8 +122,8 @@ def main():
 
     # build the runner from config
     if 'runner_type' not in cfg:
-        # build the default runner
-        runner = Runner.from_cfg(cfg)
+        # the default runner, with strict checkpoint loading
+        runner = runtime.StrictLoadRunner.from_cfg(cfg)
     else:
         # build customized runner from the registry
         # if 'runner_type' is set in the cfg

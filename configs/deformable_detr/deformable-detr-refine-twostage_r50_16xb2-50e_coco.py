@@ -2,6 +2,8 @@
 # the registry-aware EffDeformableDETR base.
 _base_ = 'mmdet::deformable_detr/deformable-detr-refine-twostage_r50_16xb2-50e_coco.py'  # noqa
 custom_imports = dict(imports=['efficient_detr_mm'], allow_failed_imports=False)
+# crash-safe checkpoint saves (efficient_detr_mm/engine/checkpoint_hook.py)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
 
 model = dict(type='EffDeformableDETR')
 

@@ -3,6 +3,8 @@
 # This is the model ACT is evaluated on.
 _base_ = 'mmdet::detr/detr_r50_8xb2-500e_coco.py'
 custom_imports = dict(imports=['efficient_detr_mm'], allow_failed_imports=False)
+# crash-safe checkpoint saves (efficient_detr_mm/engine/checkpoint_hook.py)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
 
 model = dict(
     type='EffDETR',

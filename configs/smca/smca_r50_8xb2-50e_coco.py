@@ -5,6 +5,8 @@
 # 1e-5), weight decay 1e-4, gradient clip 0.1, lr drop at epoch 40.
 _base_ = 'mmdet::detr/detr_r50_8xb2-150e_coco.py'
 custom_imports = dict(imports=['efficient_detr_mm'], allow_failed_imports=False)
+# crash-safe checkpoint saves (efficient_detr_mm/engine/checkpoint_hook.py)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
 
 model = dict(
     type='SMCADETR',

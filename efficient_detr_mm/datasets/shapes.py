@@ -214,9 +214,23 @@ def make_shapes_dataset(root: str,
     """Generate train and val splits under ``root`` unless a dataset with the
     same parameters is already there (idempotent).
 
+    A dataset (or any ``train/``, ``val/`` or ``annotations/`` content)
+    under ``root`` that was not made with these parameters, or whose
+    generation was interrupted, is never overwritten silently: that raises
+    ``FileExistsError`` unless ``force=True``.
+
     Returns:
         dict: split name -> annotation file.
     """
+    for name, value, least in (('num_train', num_train, 1),
+                               ('num_val', num_val, 1),
+                               ('max_objects', max_objects, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or \
+                value < least:
+            raise ValueError(f'{name} must be an integer >= {least}, got '
+                             f'{value!r}')
+    if not 0.0 <= empty_prob <= 1.0:
+        raise ValueError(f'empty_prob must be in [0, 1], got {empty_prob!r}')
     params = dict(
         num_train=num_train,
         num_val=num_val,
@@ -231,11 +245,25 @@ def make_shapes_dataset(root: str,
         s: osp.join(root, 'annotations', f'instances_{s}.json')
         for s in ('train', 'val')
     }
-    if not force and osp.exists(stamp) and all(
-            osp.exists(f) for f in files.values()):
+    old = None
+    if osp.exists(stamp):
         with open(stamp) as f:
-            if json.load(f) == params:
-                return files
+            old = json.load(f)
+    if not force:
+        if old == params and all(osp.exists(f) for f in files.values()):
+            return files
+        existing = [
+            d for d in ('annotations', 'train', 'val')
+            if osp.isdir(osp.join(root, d)) and os.listdir(osp.join(root, d))
+        ]
+        if existing:
+            why = ('an interrupted generation or not made by this tool'
+                   if old is None else f'made with {old}')
+            raise FileExistsError(
+                f'{root} already holds a dataset ({", ".join(existing)}; '
+                f'{why}), not the one asked for ({params}); refusing to '
+                'overwrite it: pass --force (force=True) to rewrite it or '
+                'choose another output directory')
     os.makedirs(root, exist_ok=True)
     if osp.exists(stamp):
         os.remove(stamp)  # a half-written dataset is never taken as done

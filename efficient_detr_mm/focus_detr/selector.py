@@ -5,6 +5,7 @@ Sparse-DETR style local/global MLP), a top-down score modulation with one
 learnable coefficient per pair of adjacent levels, and the cascaded token
 selection of the encoder layers.
 """
+import numbers
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -67,6 +68,10 @@ class FTSScorer(nn.Module):
 
 
 def _check_fraction_list(name: str, values: Sequence[float]) -> List[float]:
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Real)
+           for v in values):
+        raise ValueError(f'ForegroundTokenSelector: every entry of {name} '
+                         f'must be a number in (0, 1], got {list(values)}')
     values = [float(v) for v in values]
     if not values or any(not 0.0 < v <= 1.0 for v in values):
         raise ValueError(f'ForegroundTokenSelector: every entry of {name} '
@@ -130,6 +135,12 @@ class ForegroundTokenSelector(BaseModule):
                              f'>= 1, got {num_levels}')
         self.embed_dims = embed_dims
         self.num_levels = num_levels
+        if isinstance(keep_ratio, bool) or not isinstance(
+                keep_ratio, numbers.Real):
+            raise ValueError(
+                'ForegroundTokenSelector: keep_ratio must be one number in '
+                f'(0, 1], got {keep_ratio!r} (the per-layer shares are '
+                'cascade)')
         self.keep_ratio = _check_fraction_list('keep_ratio', [keep_ratio])[0]
         self.cascade = _check_fraction_list('cascade', cascade)
         self.per_image_budget = bool(per_image_budget)

@@ -9,6 +9,7 @@ from mmdet.structures import OptSampleList
 from torch import Tensor, nn
 
 from ..common import EffDETR, EffDetrTransformerEncoder, build_or_default
+from ..common.checks import check_feature_strides, check_num_queries
 from .layers import SMCADecoder
 
 
@@ -43,6 +44,7 @@ class SMCADETR(EffDETR):
         return len(self.feat_strides)
 
     def _init_layers(self) -> None:
+        check_num_queries(self)
         self.positional_encoding = build_or_default(self.positional_encoding,
                                                     SinePositionalEncoding)
         self.encoder = build_or_default(self.encoder,
@@ -69,6 +71,7 @@ class SMCADETR(EffDETR):
                     ' needs encoder.type=\'SMCAMultiScaleEncoder\'')
             self.level_embed = nn.Parameter(
                 torch.zeros(self.num_levels, self.embed_dims))
+        check_feature_strides(self, self.feat_strides)
 
     def init_weights(self) -> None:
         super().init_weights()

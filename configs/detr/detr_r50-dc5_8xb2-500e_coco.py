@@ -1,12 +1,15 @@
 # DETR-DC5 R50 500e on COCO (DETR paper: 43.3 AP): the last ResNet stage is
 # dilated (stride 16 instead of 32), everything else as mmdet's DETR 500e.
-# This is the model ACT is evaluated on.
+# This is the model ACT is evaluated on.  DilatedResNet dilates the stage as
+# torchvision does for the official DETR-DC5 (its first block undilated, the
+# later blocks dilation 2), so the converted official weights run exactly.
 _base_ = 'mmdet::detr/detr_r50_8xb2-500e_coco.py'
 custom_imports = dict(imports=['efficient_detr_mm'], allow_failed_imports=False)
 
 model = dict(
     type='EffDETR',
-    backbone=dict(strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2)))
+    backbone=dict(
+        type='DilatedResNet', strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2)))
 
 # base_batch_size = (8 GPUs) x (2 samples per GPU)
 auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -1,4 +1,5 @@
 from .attention import attend, attention_weights, merge_heads, split_heads
+from .backbones import DilatedResNet
 from .builder import build_or_default, reinit_custom_modules
 from .deform_sampling import (deform_sampling_locations,
                               multi_scale_bilinear_sample)
@@ -17,7 +18,7 @@ __all__ = [
     'attend', 'attention_weights', 'merge_heads', 'split_heads',
     'valid_mask', 'num_valid', 'gather_tokens', 'scatter_tokens',
     'deform_sampling_locations', 'multi_scale_bilinear_sample',
-    'build_or_default', 'reinit_custom_modules', 'EffDETR',
+    'build_or_default', 'reinit_custom_modules', 'DilatedResNet', 'EffDETR',
     'EffDeformableDETR', 'EffDINO', 'EffDetrTransformerEncoder',
     'EffDetrTransformerEncoderLayer', 'EffDetrTransformerDecoder',
     'EffDetrTransformerDecoderLayer', 'EffDeformableDetrTransformerEncoder',

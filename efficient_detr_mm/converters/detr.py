@@ -1,0 +1,124 @@
+"""Official DETR / DETR-DC5 checkpoints (facebookresearch/detr) -> the
+mmdet DETR of this package (``EffDETR``, ``ACTDETR``; SMCA has its own).
+
+The official model is torchvision's ResNet (frozen BN, no
+``num_batches_tracked``) + a 1x1 ``input_proj`` + ``nn.Transformer``-style
+post-norm layers (``self_attn``, ``multihead_attn``, ``linear1/2``,
+``norm1-3``, a decoder ``norm`` applied to every layer's output) + a
+``class_embed`` over the 91 COCO ids and a no-object row (92 rows) + a
+3-layer ``bbox_embed`` MLP + ``query_embed``.  Each tensor maps to one mmdet
+tensor; the class rows are reordered to mmdet's 80 contiguous classes
+followed by the no-object row (mmdet's background).
+
+DETR and DETR-DC5 checkpoints have the same keys: whether the last stage is
+dilated is a property of the model, not of the file.  The CLI picks the
+DC5 config when the file name says ``dc5`` (the released
+``detr-r50-dc5-f0fb7ef5.pth``, ``detr-r101-dc5-a2e86def.pth``), the plain
+R-50 config otherwise; ``--config`` overrides (needed for R-101).
+"""
+import argparse
+import os.path as osp
+import re
+import sys
+from typing import Mapping, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .base import (ConversionError, StateDictConverter, coco_class_rows,
+                   convert_main)
+
+#: DETR's no-object row: index 91 of its 92 class logits
+NO_OBJECT = 91
+
+#: official layer-parameter prefix -> mmdet's, inside one transformer layer
+_LAYER_MAP = (
+    ('self_attn.', 'self_attn.attn.'),
+    ('multihead_attn.', 'cross_attn.attn.'),
+    ('linear1.', 'ffn.layers.0.0.'),
+    ('linear2.', 'ffn.layers.1.'),
+    ('norm1.', 'norms.0.'),
+    ('norm2.', 'norms.1.'),
+    ('norm3.', 'norms.2.'),
+)
+
+DEFAULT_CONFIG = 'configs/detr/detr_r50_8xb2-150e_coco.py'
+DC5_CONFIG = 'configs/detr/detr_r50-dc5_8xb2-500e_coco.py'
+
+
+def _layer_rename(rest: str) -> str:
+    for src, dst in _LAYER_MAP:
+        if rest.startswith(src):
+            return dst + rest[len(src):]
+    return rest  # left unconverted under its own name: reported by the check
+
+
+def convert_detr(src: Mapping[str, Tensor]) -> StateDictConverter:
+    """Map an official DETR ``model`` state dict to mmdet's DETR names.
+
+    Args:
+        src (Mapping[str, Tensor]): the official state dict.
+
+    Returns:
+        StateDictConverter: ``out`` holds the mmdet state dict; source keys
+        it did not recognise stay unconsumed (reported by
+        :func:`~.base.check_against_model`).
+    """
+    conv = StateDictConverter(src)
+    # backbone: torchvision ResNet names are mmdet ResNet names
+    for key in conv.keys(r'backbone\.0\.body\.'):
+        dst = 'backbone.' + key[len('backbone.0.body.'):]
+        conv.move(key, dst)
+        if dst.endswith('.running_var'):
+            # frozen BN has no counter; mmdet's BN does (value unused)
+            conv.put(dst[:-len('running_var')] + 'num_batches_tracked',
+                     torch.tensor(0, dtype=torch.long))
+    conv.move_prefix('input_proj.', 'neck.convs.0.conv.')
+    conv.move_prefix('query_embed.', 'query_embedding.')
+    conv.move_prefix('transformer.decoder.norm.', 'decoder.post_norm.')
+    for key in conv.keys(r'transformer\.(encoder|decoder)\.layers\.\d+\.'):
+        m = re.match(r'transformer\.(encoder|decoder)\.layers\.(\d+)\.(.*)',
+                     key)
+        part, idx, rest = m.groups()
+        if any(rest.startswith(s) for s, _ in _LAYER_MAP):
+            conv.move(key, f'{part}.layers.{idx}.{_layer_rename(rest)}')
+    rows = coco_class_rows(extra=[NO_OBJECT])
+    for name in ('weight', 'bias'):
+        key = f'class_embed.{name}'
+        if key in src:
+            if src[key].shape[0] != NO_OBJECT + 1:
+                raise ConversionError(
+                    f'{key} has {src[key].shape[0]} rows; a COCO DETR '
+                    f'checkpoint has {NO_OBJECT + 1} (91 COCO ids + '
+                    'no-object)')
+            conv.move(key, f'bbox_head.fc_cls.{name}', lambda v: v[rows])
+    conv.move_prefix('bbox_embed.layers.0.', 'bbox_head.reg_ffn.layers.0.0.')
+    conv.move_prefix('bbox_embed.layers.1.', 'bbox_head.reg_ffn.layers.1.')
+    conv.move_prefix('bbox_embed.layers.2.', 'bbox_head.fc_reg.')
+    return conv
+
+
+def default_config(path: str) -> str:
+    """The config for a checkpoint file: DETR-DC5 R-50 when the file name
+    contains ``dc5``, DETR R-50 otherwise (the keys cannot tell)."""
+    return DC5_CONFIG if 'dc5' in osp.basename(path).lower() \
+        else DEFAULT_CONFIG
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """``SRC DST [--config CFG]``; see the module docstring."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    # the default config depends on the file name: peek at SRC
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument('src', nargs='?', default='')
+    peek.add_argument('--config')
+    src_path = peek.parse_known_args(args)[0].src
+    convert_main(
+        'Convert an official DETR / DETR-DC5 checkpoint (facebookresearch/'
+        'detr) to this package\'s mmdet DETR. Default config: '
+        f'{DC5_CONFIG} if the file name contains "dc5", else '
+        f'{DEFAULT_CONFIG}.',
+        convert_detr,
+        lambda state: default_config(src_path),
+        argv=args,
+        source='tools/model_converters/detr_to_mmdet.py')

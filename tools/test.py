@@ -18,7 +18,8 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from efficient_detr_mm.runtime import setup_cpu_distributed  # noqa: E402
+from efficient_detr_mm.runtime import (setup_cpu_distributed,  # noqa: E402
+                                       use_safe_checkpoint_loader)
 
 
 # TODO: support fuse_conv_bn and format_only
@@ -131,6 +132,9 @@ def main():
             cfg.tta_pipeline[-1] = flip_tta
         cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+
+    # checkpoints (load_from, --resume) never execute a pickle
+    use_safe_checkpoint_loader()
 
     # build the runner from config
     if 'runner_type' not in cfg:

@@ -13,7 +13,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from efficient_detr_mm.runtime import setup_cpu_distributed  # noqa: E402
+from efficient_detr_mm.runtime import (setup_cpu_distributed,  # noqa: E402
+                                       use_safe_checkpoint_loader)
 
 
 def parse_args():
@@ -110,6 +111,9 @@ def main():
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+
+    # checkpoints (load_from, --resume) never execute a pickle
+    use_safe_checkpoint_loader()
 
     # build the runner from config
     if 'runner_type' not in cfg:

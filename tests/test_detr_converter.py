@@ -194,6 +194,8 @@ def test_dc5_configs_use_the_torchvision_backbone():
 def test_default_config_from_file_name():
     assert default_config('/x/detr-r50-dc5-f0fb7ef5.pth') == DC5_CONFIG
     assert default_config('detr-r50-e632da11.pth') == DEFAULT_CONFIG
+    with pytest.raises(ConversionError, match='--config'):
+        default_config('detr-r101-dc5-a2e86def.pth')
 
 
 def _write_official(path, state):

@@ -100,9 +100,15 @@ def convert_detr(src: Mapping[str, Tensor]) -> StateDictConverter:
 
 def default_config(path: str) -> str:
     """The config for a checkpoint file: DETR-DC5 R-50 when the file name
-    contains ``dc5``, DETR R-50 otherwise (the keys cannot tell)."""
-    return DC5_CONFIG if 'dc5' in osp.basename(path).lower() \
-        else DEFAULT_CONFIG
+    contains ``dc5``, DETR R-50 otherwise (the keys cannot tell).  An R-101
+    file name (``r101``) has no default: it needs ``--config``."""
+    name = osp.basename(path).lower()
+    if 'r101' in name:
+        raise ConversionError(
+            f'{osp.basename(path)}: an R-101 checkpoint has no default config '
+            'here; pass --config with an R-101 DETR config (backbone depth '
+            '101)')
+    return DC5_CONFIG if 'dc5' in name else DEFAULT_CONFIG
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -14,7 +14,6 @@ allow_mmengine_checkpoints()
 use_safe_checkpoint_loader()
 
 from . import (act, analysis, common, converters, datasets,  # noqa: E402,F401
-               focus_detr,
-               lite_detr, smca, visualization)
+               focus_detr, lite_detr, smca, visualization)
 
 __all__ = ['__version__']

@@ -10,6 +10,12 @@ model = dict(
     # detectron2 freeze_at=1 freezes the stem only (mmdet's DINO config
     # freezes the stem and res2); BN stays frozen everywhere
     backbone=dict(frozen_stages=0),
+    # detrex's ChannelMapper convolutions have biases (before GroupNorm);
+    # mmdet's default ('auto') drops them when a norm follows
+    neck=dict(bias=True),
+    # detrex's box head takes inverse_sigmoid(reference, eps=1e-3) (mmdet's
+    # DINOHead 1e-5): differs where a reference is within 1e-3 of a border
+    bbox_head=dict(type='EffDINOHead', inverse_sigmoid_eps=1e-3),
     encoder=dict(
         _delete_=True,
         type='FocusEncoder',

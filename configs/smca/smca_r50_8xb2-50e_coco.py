@@ -33,8 +33,9 @@ model = dict(
                 dict(type='BBoxL1Cost', weight=5.0, box_format='xywh'),
                 dict(type='IoUCost', iou_mode='giou', weight=2.0)
             ])),
-    # official post-processing: top-N_q over (query x class) sigmoid scores
-    test_cfg=dict(max_per_img=300))
+    # official post-processing: top-N_q over (query x class) sigmoid
+    # scores, boxes not clipped to the image
+    test_cfg=dict(max_per_img=300, clip_boxes=False))
 
 max_epochs = 50
 train_cfg = dict(

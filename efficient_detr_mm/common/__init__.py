@@ -4,6 +4,7 @@ from .builder import build_or_default, reinit_custom_modules
 from .deform_sampling import (deform_sampling_locations,
                               multi_scale_bilinear_sample)
 from .detectors import EffDeformableDETR, EffDETR, EffDINO
+from .heads import EffDINOHead
 from .layers import (EffDeformableDetrTransformerDecoder,
                      EffDeformableDetrTransformerDecoderLayer,
                      EffDeformableDetrTransformerEncoder,
@@ -19,7 +20,8 @@ __all__ = [
     'valid_mask', 'num_valid', 'gather_tokens', 'scatter_tokens',
     'deform_sampling_locations', 'multi_scale_bilinear_sample',
     'build_or_default', 'reinit_custom_modules', 'DilatedResNet', 'EffDETR',
-    'EffDeformableDETR', 'EffDINO', 'EffDetrTransformerEncoder',
+    'EffDeformableDETR', 'EffDINO', 'EffDINOHead',
+    'EffDetrTransformerEncoder',
     'EffDetrTransformerEncoderLayer', 'EffDetrTransformerDecoder',
     'EffDetrTransformerDecoderLayer', 'EffDeformableDetrTransformerEncoder',
     'EffDeformableDetrTransformerEncoderLayer',

@@ -13,8 +13,8 @@ import os.path as osp
 import re
 import tempfile
 from collections import OrderedDict
-from typing import (Callable, Dict, Iterable, List, Mapping, Optional,
-                    Sequence, Union)
+from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional,
+                    Sequence, Tuple, Union)
 
 import torch
 from torch import Tensor
@@ -118,6 +118,24 @@ class StateDictConverter:
         return [k for k in self.src if k not in self.consumed]
 
 
+def move_torchvision_resnet(conv: StateDictConverter,
+                            src_prefix: str = 'backbone.0.body.',
+                            dst_prefix: str = 'backbone.') -> int:
+    """Move a torchvision ResNet (DETR / SMCA / DINO code bases: frozen BN
+    without ``num_batches_tracked``) to mmdet's ``ResNet`` (style
+    ``'pytorch'``, the same module names), adding ``num_batches_tracked = 0``
+    for every BN layer; returns how many source tensors were moved."""
+    n = conv.move_prefix(src_prefix, dst_prefix)
+    if n == 0:
+        raise ConversionError(
+            f'source checkpoint has no backbone keys {src_prefix!r}*')
+    for key in list(conv.out):
+        if key.startswith(dst_prefix) and key.endswith('.running_var'):
+            conv.put(key[:-len('running_var')] + 'num_batches_tracked',
+                     torch.tensor(0, dtype=torch.long))
+    return n
+
+
 def check_against_model(conv: StateDictConverter,
                         model_state: Mapping[str, Tensor],
                         ignore_missing: Sequence[str] = ()) -> None:
@@ -165,10 +183,11 @@ def save_converted(state: Mapping[str, Tensor], dst: str,
         state_dict=OrderedDict((k, v.contiguous()) for k, v in state.items()),
         meta=dict(dataset_meta=dataset_meta, **meta))
     fd, tmp = tempfile.mkstemp(prefix='.converting-', dir=out_dir)
+    os.close(fd)
     try:
-        # through the file object: torch names the zip archive after a
-        # path's stem, which is empty for '.converting-*' (invalid name)
-        with os.fdopen(fd, 'wb') as f:
+        # through a file object: torch names the archive after a path's
+        # basename and refuses the leading dot of the temporary name
+        with open(tmp, 'wb') as f:
             torch.save(payload, f)
         os.replace(tmp, dst)
     finally:
@@ -183,8 +202,9 @@ def coco_dataset_meta() -> dict:
     return dict(classes=tuple(meta['classes']), palette=list(meta['palette']))
 
 
-def build_model_state(config: str) -> Dict[str, Tensor]:
-    """State dict of the (randomly initialised) model of ``config``."""
+def build_model(config: str):
+    """The (randomly initialised) model of ``config``, without downloading
+    pretrained weights."""
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
@@ -196,14 +216,23 @@ def build_model_state(config: str) -> Dict[str, Tensor]:
     backbone = cfg.model.get('backbone', {})
     if isinstance(backbone, dict):
         backbone.pop('init_cfg', None)  # no pretrained download
-    return MODELS.build(cfg.model).state_dict()
+    return MODELS.build(cfg.model)
 
 
-def load_source_state(path: str) -> 'OrderedDict[str, Tensor]':
-    """The model state dict of an official checkpoint file, loaded without
-    executing any pickle (``weights_only=True``, see
-    :func:`efficient_detr_mm.runtime.safe_load`)."""
+def build_model_state(config: str) -> Dict[str, Tensor]:
+    """State dict of the (randomly initialised) model of ``config``."""
+    return build_model(config).state_dict()
+
+
+def load_source_checkpoint(
+        path: str) -> Tuple['OrderedDict[str, Tensor]', Any]:
+    """The model state dict of an official checkpoint file and the
+    ``args`` saved with it (the DETR / DINO code bases' ``argparse``
+    namespace; ``None`` when absent), loaded without executing any pickle
+    (``weights_only=True``, see :func:`efficient_detr_mm.runtime.safe_load`).
+    """
     ckpt = safe_load(path)
+    args = ckpt.get('args') if isinstance(ckpt, Mapping) else None
     if isinstance(ckpt, Mapping):
         for key in ('model', 'state_dict'):
             if key in ckpt and isinstance(ckpt[key], Mapping):
@@ -214,7 +243,14 @@ def load_source_state(path: str) -> 'OrderedDict[str, Tensor]':
         raise ConversionError(
             f'{path}: no state dict of tensors found (expected the tensors '
             "themselves or under 'model' / 'state_dict')")
-    return OrderedDict(ckpt)
+    return OrderedDict(ckpt), args
+
+
+def load_source_state(path: str) -> 'OrderedDict[str, Tensor]':
+    """The model state dict of an official checkpoint file, loaded without
+    executing any pickle (``weights_only=True``, see
+    :func:`efficient_detr_mm.runtime.safe_load`)."""
+    return load_source_checkpoint(path)[0]
 
 
 def convert_main(description: str,
@@ -224,12 +260,18 @@ def convert_main(description: str,
                                                      str]],
                  argv: Optional[Sequence[str]] = None,
                  source: str = '',
-                 ignore_missing: Sequence[str] = ()) -> None:
+                 ignore_missing: Sequence[str] = (),
+                 check_source: Optional[Callable[[Any, Any], None]] = None
+                 ) -> None:
     """The command line every converter shares:
     ``SRC DST [--config CFG]``.
 
     ``default_config`` is a config path (relative to the repository root
     or absolute) or a function of the source state dict that picks one.
+    ``check_source(args, model)``, if given, checks the training arguments
+    saved in the checkpoint (``None`` when absent) against the model built
+    from the config and raises :class:`ConversionError` naming a mismatch
+    that the tensors' names and shapes cannot show.
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument('src', help='official checkpoint')
@@ -241,7 +283,7 @@ def convert_main(description: str,
     args = parser.parse_args(argv)
     if not osp.isfile(args.src):
         parser.error(f'no such checkpoint: {args.src}')
-    src = load_source_state(args.src)
+    src, src_args = load_source_checkpoint(args.src)
     print(f'loaded {len(src)} tensors from {args.src}')
     config = args.config
     if config is None:
@@ -253,7 +295,10 @@ def convert_main(description: str,
         parser.error(f'no such config: {config}')
     conv = convert(src)
     print(f'config: {config}')
-    check_against_model(conv, build_model_state(config), ignore_missing)
+    model = build_model(config)
+    if check_source is not None:
+        check_source(src_args, model)
+    check_against_model(conv, model.state_dict(), ignore_missing)
     if conv.dropped:
         reasons = sorted(set(conv.dropped.values()))
         print(f'dropped {len(conv.dropped)} source tensors: ' +

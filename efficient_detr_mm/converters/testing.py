@@ -1,57 +1,95 @@
-"""Deterministic stand-ins for official weights, for converter fixtures.
+"""Deterministic stand-in weights for converter fixtures.
 
-A faithful official model is often too large to commit (ResNet-50 alone is
-~100 MB in fp32).  A fixture then stores only the official key names and
-shapes (``spec``) and a seed; the fixture script and the test both rebuild
-the same tensors with :func:`official_like_state`, which depends only on
-``spec`` (in order) and ``seed``.
+A faithful official model (an R-50 backbone, 256-d transformer) is far too
+large to commit as a fixture.  Fixtures therefore store the key names and
+shapes of the official state dict plus a seed, and the fixture script and
+the test both rebuild the same tensors with :func:`official_like_state`.
 """
 import math
+import re
+import zlib
 from collections import OrderedDict
-from typing import Mapping, Sequence
+from typing import Dict, Mapping, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
+#: per-key override: (regular expression searched in the key, mean, std)
+Override = Tuple[str, float, float]
+
+
+def _generator(seed: int, name: str) -> torch.Generator:
+    """One generator per tensor, seeded from ``seed`` and the key, so that
+    a tensor's values do not depend on the order of the keys."""
+    g = torch.Generator()
+    g.manual_seed((int(seed) * 1000003 + zlib.crc32(name.encode())) %
+                  (2**63 - 1))
+    return g
+
 
 def official_like_state(spec: Mapping[str, Sequence[int]],
-                        seed: int) -> 'OrderedDict[str, Tensor]':
-    """Random fp32 tensors of the given names and shapes, reproducible from
-    ``seed`` (a ``torch.Generator`` on the CPU, drawn in ``spec`` order).
+                        seed: int,
+                        overrides: Sequence[Override] = ()
+                        ) -> 'OrderedDict[str, Tensor]':
+    """Random fp32 tensors for every ``name -> shape`` of ``spec``.
 
-    Values are chosen so that deep random networks keep finite, non-trivial
-    activations: matrices and convolution kernels ~ N(0, 1 / fan_in)
-    (fan-in scaling rather than a fixed std of 0.02, so that a deep ResNet's
-    features neither vanish nor explode); BN ``running_var`` ~ U[0.5, 1.5],
-    ``running_mean`` ~ N(0, 0.1^2); other 1-D ``weight`` (norm scales)
-    ~ 1 + N(0, 0.1^2); 1-D ``bias`` ~ N(0, 0.02^2); ``num_batches_tracked``
-    0 (int64).
+    Values keep activations finite and informative through a deep network:
+
+    - ``running_var``: uniform in [0.5, 1.5]; ``running_mean``: N(0, 0.02);
+      ``num_batches_tracked``: 0 (int64);
+    - other 1-D ``weight`` (norm scales): N(1, 0.02); 1-D ``bias``:
+      N(0, 0.02);
+    - tensors of 2 or more dimensions: N(0, 1 / fan_in) (``fan_in`` = the
+      product of all but the first dimension; std 0.0625 for 256 inputs);
+    - ``overrides``: the first ``(pattern, mean, std)`` whose pattern is
+      found in the key (``re.search``) sets N(mean, std) instead.
 
     Args:
-        spec (Mapping[str, Sequence[int]]): name -> shape, in the order of
-            the official state dict.
-        seed (int): generator seed.
+        spec (Mapping[str, Sequence[int]]): key -> shape, in the order of
+            the result.
+        seed (int): base seed.
+        overrides (Sequence[tuple]): ``(pattern, mean, std)`` rules.
 
     Returns:
-        OrderedDict[str, Tensor]: the tensors, in ``spec`` order.
+        OrderedDict[str, Tensor]: the state dict.
     """
-    gen = torch.Generator().manual_seed(int(seed))
-    out = OrderedDict()
+    rules = [(re.compile(p), float(m), float(s)) for p, m, s in overrides]
+    out: 'OrderedDict[str, Tensor]' = OrderedDict()
     for name, shape in spec.items():
-        shape = tuple(int(s) for s in shape)
+        shape = tuple(int(d) for d in shape)
+        g = _generator(seed, name)
         if name.endswith('num_batches_tracked'):
             out[name] = torch.zeros(shape, dtype=torch.long)
             continue
-        if name.endswith('running_var'):
-            value = 0.5 + torch.rand(shape, generator=gen)
+        rule = next(((m, s) for rx, m, s in rules if rx.search(name)), None)
+        if rule is not None:
+            mean, std = rule
+            value = torch.randn(shape, generator=g) * std + mean
+        elif name.endswith('running_var'):
+            value = torch.rand(shape, generator=g) + 0.5
         elif name.endswith('running_mean'):
-            value = 0.1 * torch.randn(shape, generator=gen)
+            value = torch.randn(shape, generator=g) * 0.02
         elif len(shape) >= 2:
             fan_in = math.prod(shape[1:])
-            value = torch.randn(shape, generator=gen) / math.sqrt(fan_in)
+            value = torch.randn(shape, generator=g) / math.sqrt(fan_in)
         elif name.endswith('weight'):
-            value = 1.0 + 0.1 * torch.randn(shape, generator=gen)
+            value = 1 + torch.randn(shape, generator=g) * 0.02
         else:
-            value = 0.02 * torch.randn(shape, generator=gen)
+            value = torch.randn(shape, generator=g) * 0.02
         out[name] = value
     return out
+
+
+def state_spec(state: Mapping[str, Tensor]) -> Dict[str, Tuple[int, ...]]:
+    """``name -> shape`` of a state dict (what a fixture stores instead of
+    the tensors)."""
+    return OrderedDict((k, tuple(v.shape)) for k, v in state.items())
+
+
+def random_input(shape: Sequence[int], seed: int) -> Tensor:
+    """A normalised-image-like N(0, 1) tensor of ``shape`` from ``seed``."""
+    return torch.randn(
+        tuple(int(d) for d in shape), generator=_generator(seed, 'input'))
+
+
+__all__ = ['official_like_state', 'state_spec', 'random_input']

@@ -22,8 +22,8 @@ from mmengine.config import Config
 from efficient_detr_mm.converters import COCO_IDS, ConversionError
 from efficient_detr_mm.converters.base import check_against_model
 from efficient_detr_mm.converters.detr import (DC5_CONFIG, DEFAULT_CONFIG,
-                                               NO_OBJECT, convert_detr,
-                                               default_config)
+                                               NO_OBJECT, check_official_args,
+                                               convert_detr, default_config)
 from efficient_detr_mm.converters.testing import official_like_state
 from efficient_detr_mm.runtime import safe_load
 
@@ -198,10 +198,18 @@ def test_default_config_from_file_name():
         default_config('detr-r101-dc5-a2e86def.pth')
 
 
-def _write_official(path, state):
-    torch.save(
-        dict(model=state, args=argparse.Namespace(backbone='resnet18')),
-        path)
+def _write_official(path, state, **args):
+    """An official-format file: ``model`` + the training ``args``."""
+    official = dict(
+        backbone='resnet18',
+        dilation=False,
+        nheads=8,
+        num_queries=20,
+        pre_norm=False,
+        position_embedding='sine',
+        masks=False)
+    official.update(args)
+    torch.save(dict(model=state, args=argparse.Namespace(**official)), path)
 
 
 def _run_cli(*argv):
@@ -240,8 +248,30 @@ def test_cli_writes_checkpoint_and_names_bad_keys(fixture, tmp_path,
     with pytest.raises(ConversionError,
                        match=r'decoder\.layers\.1\.norms\.1\.bias'):
         _run_cli(src, dst, '--config', cfg_file)
+    # what the tensors cannot show: the saved training args are checked
+    _write_official(src, state, dilation=True, nheads=4)
+    with pytest.raises(ConversionError, match='--dilation True') as err:
+        _run_cli(src, dst, '--config', cfg_file)
+    assert '--nheads 4' in str(err.value)
+
+
+def test_official_args_check_torchvision_dc5(fixture):
+    """A DETR-DC5 checkpoint into a backbone that dilates layer4[0]
+    (mmdet's ResNet) fails naming the fix."""
+    case = fixture['cases']['detr_r50_dc5']
+    args = argparse.Namespace(dilation=True, nheads=8, num_queries=20)
+    check_official_args(args, build(reduced_config(case)))
+    with pytest.raises(ConversionError, match='DilatedResNet'):
+        check_official_args(
+            args, build(reduced_config(case, dc5_backbone='ResNet')))
+    with pytest.raises(ConversionError, match='--dilation True'):
+        check_official_args(args, build(reduced_config(
+            fixture['cases']['detr_r18'])))
 
 
 def test_class_rows_are_checked():
     with pytest.raises(ConversionError, match='class_embed.weight has 81'):
-        convert_detr({'class_embed.weight': torch.zeros(81, 4)})
+        convert_detr({
+            'backbone.0.body.conv1.weight': torch.zeros(1),
+            'class_embed.weight': torch.zeros(81, 4)
+        })

@@ -11,28 +11,31 @@ tensor; the class rows are reordered to mmdet's 80 contiguous classes
 followed by the no-object row (mmdet's background).
 
 DETR and DETR-DC5 checkpoints have the same keys: whether the last stage is
-dilated is a property of the model, not of the file.  The CLI picks the
+dilated is a property of the model, not of the tensors.  The CLI picks the
 DC5 config when the file name says ``dc5`` (the released
-``detr-r50-dc5-f0fb7ef5.pth``, ``detr-r101-dc5-a2e86def.pth``), the plain
-R-50 config otherwise; ``--config`` overrides (needed for R-101).
+``detr-r50-dc5-f0fb7ef5.pth``), the plain R-50 config otherwise;
+``--config`` overrides (needed for R-101).  When the checkpoint carries the
+official training ``args`` (a training checkpoint does), they are checked
+against the config (``--dilation``, ``--nheads``, ``--pre_norm``, ...), so a
+wrong choice fails naming the argument.
 """
 import argparse
 import os.path as osp
 import re
 import sys
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
-import torch
 from torch import Tensor
 
 from .base import (ConversionError, StateDictConverter, coco_class_rows,
-                   convert_main)
+                   convert_main, move_torchvision_resnet)
 
 #: DETR's no-object row: index 91 of its 92 class logits
 NO_OBJECT = 91
 
 #: official layer-parameter prefix -> mmdet's, inside one transformer layer
-_LAYER_MAP = (
+#: (the DETR code base; SMCA extends it)
+DETR_LAYER_MAP = (
     ('self_attn.', 'self_attn.attn.'),
     ('multihead_attn.', 'cross_attn.attn.'),
     ('linear1.', 'ffn.layers.0.0.'),
@@ -44,13 +47,6 @@ _LAYER_MAP = (
 
 DEFAULT_CONFIG = 'configs/detr/detr_r50_8xb2-150e_coco.py'
 DC5_CONFIG = 'configs/detr/detr_r50-dc5_8xb2-500e_coco.py'
-
-
-def _layer_rename(rest: str) -> str:
-    for src, dst in _LAYER_MAP:
-        if rest.startswith(src):
-            return dst + rest[len(src):]
-    return rest  # left unconverted under its own name: reported by the check
 
 
 def convert_detr(src: Mapping[str, Tensor]) -> StateDictConverter:
@@ -65,14 +61,7 @@ def convert_detr(src: Mapping[str, Tensor]) -> StateDictConverter:
         :func:`~.base.check_against_model`).
     """
     conv = StateDictConverter(src)
-    # backbone: torchvision ResNet names are mmdet ResNet names
-    for key in conv.keys(r'backbone\.0\.body\.'):
-        dst = 'backbone.' + key[len('backbone.0.body.'):]
-        conv.move(key, dst)
-        if dst.endswith('.running_var'):
-            # frozen BN has no counter; mmdet's BN does (value unused)
-            conv.put(dst[:-len('running_var')] + 'num_batches_tracked',
-                     torch.tensor(0, dtype=torch.long))
+    move_torchvision_resnet(conv, 'backbone.0.body.', 'backbone.')
     conv.move_prefix('input_proj.', 'neck.convs.0.conv.')
     conv.move_prefix('query_embed.', 'query_embedding.')
     conv.move_prefix('transformer.decoder.norm.', 'decoder.post_norm.')
@@ -80,8 +69,12 @@ def convert_detr(src: Mapping[str, Tensor]) -> StateDictConverter:
         m = re.match(r'transformer\.(encoder|decoder)\.layers\.(\d+)\.(.*)',
                      key)
         part, idx, rest = m.groups()
-        if any(rest.startswith(s) for s, _ in _LAYER_MAP):
-            conv.move(key, f'{part}.layers.{idx}.{_layer_rename(rest)}')
+        for old, new in DETR_LAYER_MAP:
+            if rest.startswith(old):
+                conv.move(key,
+                          f'{part}.layers.{idx}.{new}{rest[len(old):]}')
+                break
+        # an unknown layer key stays unconsumed: named by the check
     rows = coco_class_rows(extra=[NO_OBJECT])
     for name in ('weight', 'bias'):
         key = f'class_embed.{name}'
@@ -96,6 +89,63 @@ def convert_detr(src: Mapping[str, Tensor]) -> StateDictConverter:
     conv.move_prefix('bbox_embed.layers.1.', 'bbox_head.reg_ffn.layers.1.')
     conv.move_prefix('bbox_embed.layers.2.', 'bbox_head.fc_reg.')
     return conv
+
+
+def _dilated(block) -> bool:
+    return any(
+        tuple(getattr(block, name).dilation) != (1, 1)
+        for name in ('conv1', 'conv2') if hasattr(block, name))
+
+
+def dilated_c5(model, block: int = -1) -> Optional[bool]:
+    """Whether ``block`` of the last ResNet stage of ``model``'s backbone
+    is dilated (``None`` if the backbone has no such stage)."""
+    try:
+        return _dilated(model.backbone.layer4[block])
+    except (AttributeError, IndexError, TypeError):
+        return None
+
+
+def check_official_args(args: Any, model) -> None:
+    """Check the training arguments saved in an official checkpoint
+    (``argparse.Namespace``; ``None`` checks nothing) against the model of
+    the config, for what the tensors' names and shapes cannot show: DC5 or
+    not (and torchvision's undilated first block), the number of heads,
+    pre-norm layers, the position embedding.
+
+    Raises:
+        ConversionError: naming each mismatching argument and what the
+            config has.
+    """
+    if args is None:
+        return
+    dilated = dilated_c5(model)
+    attn = model.encoder.layers[0].self_attn
+    ours = {
+        'dilation': (dilated, "the backbone's last stage (DETR-DC5: "
+                     f'--config {DC5_CONFIG})'),
+        'nheads': (getattr(attn, 'num_heads', None),
+                   'self_attn_cfg.num_heads'),
+        'num_queries': (model.num_queries, 'num_queries'),
+        'pre_norm': (False, 'the DETR layers here are post-norm'),
+        'position_embedding': ('sine', 'SinePositionalEncoding'),
+        'masks': (False, 'no segmentation head'),
+    }
+    problems = [
+        f'--{name} {getattr(args, name)!r} (the config has {value!r}: '
+        f'{where})' for name, (value, where) in ours.items()
+        if value is not None and hasattr(args, name)
+        and getattr(args, name) != value
+    ]
+    if getattr(args, 'dilation', False) and dilated and dilated_c5(
+            model, block=0):
+        problems.append(
+            'the official DETR-DC5 (torchvision) keeps layer4[0] undilated, '
+            "the config's backbone dilates it: use type='DilatedResNet'")
+    if problems:
+        raise ConversionError(
+            'the checkpoint was trained with arguments the config does not '
+            'match: ' + '; '.join(problems))
 
 
 def default_config(path: str) -> str:
@@ -127,4 +177,5 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         convert_detr,
         lambda state: default_config(src_path),
         argv=args,
+        check_source=check_official_args,
         source='tools/model_converters/detr_to_mmdet.py')

@@ -179,3 +179,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         argv=args,
         check_source=check_official_args,
         source='tools/model_converters/detr_to_mmdet.py')
+
+
+__all__ = [
+    'convert_detr', 'check_official_args', 'default_config', 'dilated_c5',
+    'main', 'DETR_LAYER_MAP', 'NO_OBJECT', 'DEFAULT_CONFIG', 'DC5_CONFIG'
+]

@@ -12,9 +12,11 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+# isort: off
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from efficient_detr_mm.runtime import (setup_cpu_distributed,  # noqa: E402
-                                       use_safe_checkpoint_loader)
+from efficient_detr_mm.runtime import (  # noqa: E402
+    setup_cpu_distributed, use_safe_checkpoint_loader)
+# isort: on
 
 
 def parse_args():

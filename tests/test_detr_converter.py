@@ -8,12 +8,14 @@ of its weights, the official input and the official outputs of every
 decoder layer and of its post-processing.
 """
 import argparse
+import copy
 import os.path as osp
 import runpy
 import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import REPO, config_path
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
@@ -72,7 +74,7 @@ def reduced_config(case: dict, dc5_backbone: str = 'DilatedResNet'):
         part.ffn_cfg.update(embed_dims=dims, feedforward_channels=ffn)
     m.positional_encoding.num_feats = dims // 2
     m.bbox_head.embed_dims = dims
-    m.test_cfg = dict(max_per_img=args['num_queries'])
+    m.test_cfg.max_per_img = args['num_queries']
     return cfg
 
 
@@ -113,12 +115,14 @@ def test_official_outputs_reproduced(fixture, name):
     assert (cls - ref_cls).abs().max() <= TOL
     assert (box - ref_box).abs().max() <= TOL
     # final detections: official labels are COCO ids, ours mmdet classes
-    # (mmdet clamps boxes to the image, the official code does not)
+    # (the DC5 config does not clip boxes, as the official code; the plain
+    # config keeps mmdet's clipping)
     ref = case['detections']
     h, w = img.shape[-2:]
     ref_boxes = ref['boxes'].clone()
-    ref_boxes[:, 0::2] = ref_boxes[:, 0::2].clamp(0, w)
-    ref_boxes[:, 1::2] = ref_boxes[:, 1::2].clamp(0, h)
+    if getattr(model.bbox_head, 'clip_boxes', True):
+        ref_boxes[:, 0::2] = ref_boxes[:, 0::2].clamp(0, w)
+        ref_boxes[:, 1::2] = ref_boxes[:, 1::2].clamp(0, h)
     ours = dets.pred_instances
     assert len(ours) == len(ref['scores'])
     cost = torch.cat([ours.scores[:, None], ours.bboxes], 1)[:, None] - \
@@ -189,6 +193,49 @@ def test_dc5_configs_use_the_torchvision_backbone():
         backbone = Config.fromfile(config_path(rel)).model.backbone
         assert backbone.type == 'DilatedResNet', rel
         assert not backbone.get('dilate_first_block', False), rel
+
+
+def test_detr_head_clip_boxes_option():
+    """EffDETRHead: clip_boxes=True is mmdet's DETRHead, False keeps boxes
+    that leave the image (official PostProcess)."""
+    from mmdet.models.dense_heads import DETRHead
+    head_cfg = dict(
+        num_classes=3,
+        embed_dims=8,
+        loss_cls=dict(
+            type='CrossEntropyLoss',
+            bg_cls_weight=0.1,
+            use_sigmoid=False,
+            loss_weight=1.0,
+            class_weight=1.0))
+    torch.manual_seed(0)
+    ref = DETRHead(**copy.deepcopy(head_cfg), test_cfg=dict(max_per_img=2))
+    ours = MODELS.build(
+        dict(type='EffDETRHead', **head_cfg,
+             test_cfg=dict(max_per_img=2, clip_boxes=False)))
+    clip = MODELS.build(
+        dict(type='EffDETRHead', **head_cfg, test_cfg=dict(max_per_img=2)))
+    # the same losses as DETRHead (its background weight included)
+    assert ours.bg_cls_weight == ref.bg_cls_weight == 0.1
+    assert torch.equal(ours.loss_cls.class_weight, ref.loss_cls.class_weight)
+    cls = torch.randn(3, 4)
+    box = torch.tensor([[0.05, 0.5, 0.5, 0.2], [0.5, 0.5, 0.2, 0.2],
+                        [0.9, 0.95, 0.4, 0.3]])
+    meta = dict(img_shape=(40, 60), scale_factor=(2.0, 2.0))
+    a = ref._predict_by_feat_single(cls, box, meta)
+    b = clip._predict_by_feat_single(cls, box, meta)
+    c = ours._predict_by_feat_single(cls, box, meta)
+    assert torch.equal(a.bboxes, b.bboxes) and torch.equal(a.labels, b.labels)
+    assert torch.equal(a.scores, c.scores) and torch.equal(a.labels, c.labels)
+    index = F.softmax(cls, -1)[:, :-1].max(-1)[0].topk(2)[1]
+    cx, cy, bw, bh = box[index].unbind(-1)
+    expected = torch.stack([(cx - bw / 2) * 60, (cy - bh / 2) * 40,
+                            (cx + bw / 2) * 60, (cy + bh / 2) * 40], -1) / 2
+    assert torch.allclose(c.bboxes, expected)
+    assert (c.bboxes < 0).any() or (c.bboxes[:, 2] > 30).any()
+    with pytest.raises(ValueError, match='clip_boxes'):
+        MODELS.build(dict(type='EffDETRHead', **head_cfg,
+                          test_cfg=dict(clip_boxes='no')))
 
 
 def test_default_config_from_file_name():

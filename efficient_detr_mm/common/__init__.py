@@ -4,7 +4,7 @@ from .builder import build_or_default, reinit_custom_modules
 from .deform_sampling import (deform_sampling_locations,
                               multi_scale_bilinear_sample)
 from .detectors import EffDeformableDETR, EffDETR, EffDINO
-from .heads import EffDINOHead
+from .heads import EffDETRHead, EffDINOHead
 from .layers import (EffDeformableDetrTransformerDecoder,
                      EffDeformableDetrTransformerDecoderLayer,
                      EffDeformableDetrTransformerEncoder,
@@ -20,7 +20,7 @@ __all__ = [
     'valid_mask', 'num_valid', 'gather_tokens', 'scatter_tokens',
     'deform_sampling_locations', 'multi_scale_bilinear_sample',
     'build_or_default', 'reinit_custom_modules', 'DilatedResNet', 'EffDETR',
-    'EffDeformableDETR', 'EffDINO', 'EffDINOHead',
+    'EffDeformableDETR', 'EffDINO', 'EffDETRHead', 'EffDINOHead',
     'EffDetrTransformerEncoder',
     'EffDetrTransformerEncoderLayer', 'EffDetrTransformerDecoder',
     'EffDetrTransformerDecoderLayer', 'EffDeformableDetrTransformerEncoder',

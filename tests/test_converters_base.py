@@ -86,3 +86,13 @@ def test_safe_load_reads_official_args_but_runs_no_pickle(tmp_path):
     finally:
         os.chdir(cwd)
     assert not (tmp_path / 'should_not_exist').exists()
+
+
+def test_converted_checkpoint_gets_ordinary_file_mode(tmp_path):
+    dst = tmp_path / 'model.pth'
+    umask = os.umask(0o022)
+    try:
+        save_converted({'x': torch.zeros(1)}, str(dst), None)
+    finally:
+        os.umask(umask)
+    assert dst.stat().st_mode & 0o777 == 0o644

@@ -5,11 +5,24 @@
 # and the decoder cross-attention (the released `key_aware=True`).
 # Released training: AdamW 1e-4, wd 1e-4, backbone lr x0.1, clip 0.1,
 # 8 GPUs x 2 images, 36 epochs, lr x0.1 at epoch 30.
+# As the official DINO code base (IDEA-Research/Lite-DETR): the input
+# projections have conv biases before their GroupNorm; one class head and
+# one box head are shared by the 6 decoder layers
+# (`dec_pred_class_embed_share` / `dec_pred_bbox_embed_share`), the
+# encoder-output (two-stage) heads are separate; the box head turns the
+# references into logits with inverse_sigmoid eps 1e-3.  Converted official
+# checkpoints: tools/model_converters/lite_dino_to_mmdet.py.
 _base_ = '../dino/dino-4scale_r50_8xb2-12e_coco.py'
 
 model = dict(
     type='LiteDINO',
     decoder_key_aware=True,
+    neck=dict(bias=True),
+    bbox_head=dict(
+        type='EffDINOHead',
+        inverse_sigmoid_eps=1e-3,
+        dec_pred_class_embed_share=True,
+        dec_pred_bbox_embed_share=True),
     encoder=dict(
         type='InterleavedLiteEncoder',
         num_layers=6,

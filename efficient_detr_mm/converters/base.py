@@ -167,9 +167,36 @@ def check_against_model(conv: StateDictConverter,
     if shapes:
         problems.append(f'{len(shapes)} shape mismatches: '
                         + '; '.join(shapes[:20]))
+    split = _split_aliases(conv.out, model_state)
+    if split:
+        problems.append(
+            f'{len(split)} model keys are one shared tensor (e.g. a head '
+            'shared by all decoder layers) but got different values: ' +
+            '; '.join(split[:10]) + ' (the checkpoint does not share them: '
+            'use a config without the sharing)')
     if problems:
         raise ConversionError('checkpoint does not convert exactly:\n  ' +
                               '\n  '.join(problems))
+
+
+def _split_aliases(out: Mapping[str, Tensor],
+                   model_state: Mapping[str, Tensor]) -> List[str]:
+    """Groups of model keys that are the same tensor (shared modules) and
+    were given different converted values."""
+    groups: Dict[tuple, List[str]] = {}
+    for k, v in model_state.items():
+        if v.numel() and k in out:
+            groups.setdefault((v.data_ptr(), tuple(v.shape), v.dtype),
+                              []).append(k)
+    bad = []
+    for keys in groups.values():
+        first = out[keys[0]]
+        if tuple(first.shape) != tuple(model_state[keys[0]].shape):
+            continue  # reported as a shape mismatch
+        diff = [k for k in keys[1:] if not torch.equal(out[k], first)]
+        if diff:
+            bad.append(f'{keys[0]} vs {_fmt(diff, 3)}')
+    return bad
 
 
 def save_converted(state: Mapping[str, Tensor], dst: str,
@@ -189,6 +216,9 @@ def save_converted(state: Mapping[str, Tensor], dst: str,
         # basename and refuses the leading dot of the temporary name
         with open(tmp, 'wb') as f:
             torch.save(payload, f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is not wanted here
         os.replace(tmp, dst)
     finally:
         if osp.exists(tmp):
@@ -225,17 +255,18 @@ def build_model_state(config: str) -> Dict[str, Tensor]:
 
 
 def load_source_checkpoint(
-        path: str) -> Tuple['OrderedDict[str, Tensor]', Any]:
-    """The model state dict of an official checkpoint file and the
-    ``args`` saved with it (the DETR / DINO code bases' ``argparse``
-    namespace; ``None`` when absent), loaded without executing any pickle
-    (``weights_only=True``, see :func:`efficient_detr_mm.runtime.safe_load`).
-    """
+        path: str) -> Tuple['OrderedDict[str, Tensor]', Dict[str, Any]]:
+    """The model state dict of an official checkpoint file and the file's
+    other top-level entries (e.g. the DETR / DINO code bases' ``args``
+    namespace; empty when the file holds the bare state dict), loaded
+    without executing any pickle (``weights_only=True``, see
+    :func:`efficient_detr_mm.runtime.safe_load`)."""
     ckpt = safe_load(path)
-    args = ckpt.get('args') if isinstance(ckpt, Mapping) else None
+    extras: Dict[str, Any] = {}
     if isinstance(ckpt, Mapping):
         for key in ('model', 'state_dict'):
             if key in ckpt and isinstance(ckpt[key], Mapping):
+                extras = {k: v for k, v in ckpt.items() if k != key}
                 ckpt = ckpt[key]
                 break
     if not isinstance(ckpt, Mapping) or not all(
@@ -243,7 +274,7 @@ def load_source_checkpoint(
         raise ConversionError(
             f'{path}: no state dict of tensors found (expected the tensors '
             "themselves or under 'model' / 'state_dict')")
-    return OrderedDict(ckpt), args
+    return OrderedDict(ckpt), extras
 
 
 def load_source_state(path: str) -> 'OrderedDict[str, Tensor]':
@@ -261,13 +292,15 @@ def convert_main(description: str,
                  argv: Optional[Sequence[str]] = None,
                  source: str = '',
                  ignore_missing: Sequence[str] = (),
-                 check_source: Optional[Callable[[Any, Any], None]] = None
-                 ) -> None:
+                 check_source: Optional[Callable[[Any, Any], None]] = None,
+                 config_uses_extras: bool = False) -> None:
     """The command line every converter shares:
     ``SRC DST [--config CFG]``.
 
     ``default_config`` is a config path (relative to the repository root
-    or absolute) or a function of the source state dict that picks one.
+    or absolute) or a function of the source state dict that picks one
+    (with ``config_uses_extras``, a function of the state dict and the
+    checkpoint's other entries, see :func:`load_source_checkpoint`).
     ``check_source(args, model)``, if given, checks the training arguments
     saved in the checkpoint (``None`` when absent) against the model built
     from the config and raises :class:`ConversionError` naming a mismatch
@@ -283,12 +316,16 @@ def convert_main(description: str,
     args = parser.parse_args(argv)
     if not osp.isfile(args.src):
         parser.error(f'no such checkpoint: {args.src}')
-    src, src_args = load_source_checkpoint(args.src)
+    src, extras = load_source_checkpoint(args.src)
     print(f'loaded {len(src)} tensors from {args.src}')
     config = args.config
     if config is None:
-        config = (default_config(src)
-                  if callable(default_config) else default_config)
+        if not callable(default_config):
+            config = default_config
+        elif config_uses_extras:
+            config = default_config(src, extras)
+        else:
+            config = default_config(src)
         if not osp.isabs(config):
             config = osp.join(REPO_ROOT, config)
     if not osp.isfile(config):
@@ -297,7 +334,7 @@ def convert_main(description: str,
     print(f'config: {config}')
     model = build_model(config)
     if check_source is not None:
-        check_source(src_args, model)
+        check_source(extras.get('args'), model)
     check_against_model(conv, model.state_dict(), ignore_missing)
     if conv.dropped:
         reasons = sorted(set(conv.dropped.values()))

@@ -92,4 +92,37 @@ def random_input(shape: Sequence[int], seed: int) -> Tensor:
         tuple(int(d) for d in shape), generator=_generator(seed, 'input'))
 
 
-__all__ = ['official_like_state', 'state_spec', 'random_input']
+def alias_groups(state: Mapping[str, Tensor]) -> Dict[str, str]:
+    """``{alias: canonical}`` for the keys of ``state`` that are the same
+    tensor (a module registered under several names, e.g. a head shared by
+    all decoder layers); the canonical key is the first one."""
+    first: Dict[tuple, str] = {}
+    aliases = {}
+    for k, v in state.items():
+        if v.numel() == 0:
+            continue
+        ident = (v.data_ptr(), tuple(v.shape), v.dtype)
+        if ident in first:
+            aliases[k] = first[ident]
+        else:
+            first[ident] = k
+    return aliases
+
+
+def expand_aliases(state: Mapping[str, Tensor],
+                   aliases: Mapping[str, str],
+                   order: Sequence[str] = ()) -> 'OrderedDict[str, Tensor]':
+    """``state`` plus ``aliases`` (alias -> canonical key) filled with the
+    canonical tensors, in the key order ``order`` when given."""
+    full = OrderedDict(state)
+    for alias, canon in aliases.items():
+        full[alias] = full[canon]
+    if order:
+        full = OrderedDict((k, full[k]) for k in order)
+    return full
+
+
+__all__ = [
+    'official_like_state', 'state_spec', 'random_input', 'alias_groups',
+    'expand_aliases'
+]

@@ -30,8 +30,8 @@ demo: $(STAMP)
 	$(BIN)/python projects/shapes/demo.py
 
 lint: $(STAMP)
-	$(BIN)/python -m flake8 efficient_detr_mm tools tests projects configs
-	$(BIN)/python -m isort --check-only --diff efficient_detr_mm tools tests projects
+	$(BIN)/python -m flake8 efficient_detr_mm tools tests projects configs demo
+	$(BIN)/python -m isort --check-only --diff efficient_detr_mm tools tests projects demo
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,8 +1,10 @@
 """model-index.yml: every config has exactly one metafile entry, every
 entry's config exists and builds; the entries follow mmdet's metafile
-format. Also: the efficiency leaderboard knows every real-COCO config."""
+format; `FLOPs` has one meaning (measured at 800 x 1333). Also: the
+efficiency leaderboard knows every real-COCO config."""
 import glob
 import importlib.util
+import json
 import os.path as osp
 from collections import Counter
 
@@ -130,13 +132,54 @@ def test_entry_config_builds(cfg):
     assert model.__class__.__name__ == config.model.type
 
 
-def test_efficiency_leaderboard_covers_every_coco_config():
-    """Every real-COCO config has a family, a baseline that exists, and a
-    reported AP in projects/efficiency/reported.yml."""
+def load_leaderboard():
     spec = importlib.util.spec_from_file_location(
         'efficiency_run', osp.join(EFFICIENCY, 'run.py'))
     leaderboard = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(leaderboard)
+    return leaderboard
+
+
+def test_flops_mean_measured_gflops_at_800x1333():
+    """`Metadata.FLOPs` has one meaning: the GFLOPs (10^9 multiply-adds)
+    that tools/analysis_tools/get_flops.py measured for the entry's model at
+    800 x 1333 (projects/efficiency/measurements.json, keyed by the hash of
+    the config's model dict), rounded to 0.1. An entry carries it exactly
+    when its model is measured (so a changed model needs a new measurement:
+    `OMP_NUM_THREADS=1 python projects/efficiency/run.py`); the tiny shapes
+    entries carry none."""
+    leaderboard = load_leaderboard()
+    with open(osp.join(EFFICIENCY, 'measurements.json')) as f:
+        measured = json.load(f)['flops']
+    problems, n = [], 0
+    for mf, _, m in all_models():
+        cfg, value = m['Config'], (m.get('Metadata') or {}).get('FLOPs')
+        where = f'{mf}: {cfg}'
+        if cfg.endswith('_shapes.py'):
+            if value is not None:
+                problems.append(f'{where}: tiny shapes entry with FLOPs')
+            continue
+        key = f'{leaderboard.model_hash(cfg)}@800x1333'
+        if key not in measured:
+            if value is not None:
+                problems.append(
+                    f'{where}: FLOPs {value!r} but its model is not '
+                    'measured at 800x1333 (run `OMP_NUM_THREADS=1 python '
+                    'projects/efficiency/run.py`, or drop FLOPs)')
+            continue
+        expected = round(measured[key]['flops']['total'] / 1e9, 1)
+        n += 1
+        if value != expected:
+            problems.append(f'{where}: FLOPs {value!r}, measured '
+                            f'{expected} GFLOPs at 800x1333')
+    assert not problems, '\n'.join(problems)
+    assert n > 0
+
+
+def test_efficiency_leaderboard_covers_every_coco_config():
+    """Every real-COCO config has a family, a baseline that exists, and a
+    reported AP in projects/efficiency/reported.yml."""
+    leaderboard = load_leaderboard()
     assert leaderboard.default_configs() == COCO_CONFIGS
     reported = load_yaml(osp.join(EFFICIENCY, 'reported.yml'))
     problems = []

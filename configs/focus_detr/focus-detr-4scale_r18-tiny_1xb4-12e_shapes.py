@@ -1,53 +1,50 @@
 # Tiny Focus-DETR-4scale for the synthetic-shapes dataset: trains on a CPU.
-# Same architecture as focus-detr-4scale_r50_8xb2-12e_coco.py, shrunk like
-# configs/dino/dino-4scale_r18-tiny_1xb4-12e_shapes.py: ResNet-18 from
-# scratch, 128-d transformer with 2 encoder / 3 decoder layers, 100 queries.
-_base_ = [
-    './focus-detr-4scale_r50_8xb2-12e_coco.py',
-    '../_base_/datasets/shapes_detection.py'
-]
-embed_dims = 128
+# The tiny DINO (configs/dino/dino-4scale_r18-tiny_1xb4-12e_shapes.py: data,
+# schedule, ResNet-18 from scratch, 128-d transformer with 2 encoder /
+# 3 decoder layers, 100 queries) with the Focus-DETR settings of
+# focus-detr-4scale_r50_8xb2-12e_coco.py; 64 OESM tokens per layer and a
+# two-layer cascade for the short encoder.
+_base_ = '../dino/dino-4scale_r18-tiny_1xb4-12e_shapes.py'
+embed_dims = _base_.embed_dims
 model = dict(
-    num_queries=100,
-    backbone=dict(
-        depth=18,
-        frozen_stages=-1,
-        norm_cfg=dict(type='BN', requires_grad=True),
-        norm_eval=False,
-        init_cfg=None),
-    neck=dict(in_channels=[128, 256, 512], out_channels=embed_dims),
+    type='FocusDETR',
     encoder=dict(
+        _delete_=True,
+        type='FocusEncoder',
         num_layers=2,
         num_fine_tokens=64,
+        mc_score='logit_product',
+        value_source='backbone',
         layer_cfg=dict(
-            self_attn_cfg=dict(embed_dims=embed_dims),
-            oesm_cfg=dict(embed_dims=embed_dims),
-            ffn_cfg=dict(embed_dims=embed_dims, feedforward_channels=256))),
-    selector=dict(cascade=[1.0, 0.6]),
-    decoder=dict(
-        num_layers=3,
-        layer_cfg=dict(
-            self_attn_cfg=dict(embed_dims=embed_dims),
-            cross_attn_cfg=dict(embed_dims=embed_dims),
-            ffn_cfg=dict(embed_dims=embed_dims, feedforward_channels=256))),
-    positional_encoding=dict(num_feats=embed_dims // 2),
-    bbox_head=dict(num_classes=6, embed_dims=embed_dims),
-    dn_cfg=dict(group_cfg=dict(num_dn_queries=20)),
-    test_cfg=dict(max_per_img=100))
+            self_attn_cfg=dict(
+                embed_dims=embed_dims, num_levels=4, dropout=0.0),
+            oesm_cfg=dict(embed_dims=embed_dims, num_heads=8, dropout=0.0),
+            ffn_cfg=dict(
+                embed_dims=embed_dims, feedforward_channels=256,
+                ffn_drop=0.0))),
+    selector=dict(
+        type='ForegroundTokenSelector',
+        keep_ratio=0.5,
+        cascade=[1.0, 0.6],
+        per_image_budget=False,
+        align_corners=True,
+        alpha_init=0.3),
+    fts_loss=dict(
+        type='FTSLoss',
+        strides=[8, 16, 32, 64],
+        ranges='code',
+        scale_measure='ltrb_max',
+        alpha=0.25,
+        gamma=2.0,
+        loss_weight=1.5),
+    positional_encoding=dict(temperature=10000, offset=-0.5),
+    # as the detrex model (see focus-detr-4scale_r50_8xb2-12e_coco.py)
+    neck=dict(bias=True),
+    bbox_head=dict(type='EffDINOHead', inverse_sigmoid_eps=1e-3))
 
-train_dataloader = dict(_base_.shapes_train_dataloader, _delete_=True)
-val_dataloader = dict(_base_.shapes_val_dataloader, _delete_=True)
-test_dataloader = val_dataloader
-val_evaluator = dict(_base_.shapes_val_evaluator, _delete_=True)
-test_evaluator = val_evaluator
-
-max_epochs = 12
-train_cfg = dict(max_epochs=max_epochs, val_interval=4)
-param_scheduler = [
-    dict(type='MultiStepLR', end=max_epochs, by_epoch=True, milestones=[10])
-]
-optim_wrapper = dict(optimizer=dict(lr=2e-4))
-default_hooks = dict(
-    logger=dict(interval=20), checkpoint=dict(interval=4, max_keep_ckpts=2))
-# base_batch_size = (1 process) x (4 samples)
-auto_scale_lr = dict(enable=False, base_batch_size=4)
+# as the Focus-DETR COCO configs: no weight decay on normalisation layers;
+# NOTE the backbone keeps the COCO configs' lr x0.1 here (the tiny DINO
+# trains its from-scratch backbone at x1.0)
+optim_wrapper = dict(
+    paramwise_cfg=dict(
+        custom_keys={'backbone': dict(lr_mult=0.1)}, norm_decay_mult=0.0))

@@ -449,6 +449,14 @@ def zoo_section(rows: List[dict], args) -> str:
         f'here: multiply-adds at {fs} (random weights, noise image), CPU '
         f'latency at a reduced {ls} input, batch 1, as a ratio to the '
         'family\'s baseline in the same run.', '',
+        'One meaning of `FLOPs`: the `FLOPs` of a metafile entry (there '
+        'when its model is measured) is the measured number, in GFLOPs '
+        '(10^9 multiply-adds) of the whole model '
+        f'at one {fs} input (`tools/analysis_tools/get_flops.py`, deformable '
+        'attention counted; `projects/efficiency/measurements.json`, checked '
+        'by `tests/test_model_index.py`). The papers\' GFLOPs, counted at '
+        'their own input sizes (mostly about 800 x 1066), are "reported" '
+        '(`projects/efficiency/reported.yml`), never `FLOPs`.', '',
         '| Model | AP (reported) | GFLOPs (reported) '
         f'| GFLOPs (measured, {fs}) | GFLOPs / baseline (measured) '
         f'| latency / baseline (CPU, {ls}) |', '|---|---:|---:|---:|---:|---:|'

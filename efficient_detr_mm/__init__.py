@@ -7,10 +7,11 @@ Importing the package registers every module in mmdet's registries, so
 
 in a config is all a user needs.
 """
-from .runtime import allow_mmengine_checkpoints
+from .runtime import allow_mmengine_checkpoints, use_safe_checkpoint_loader
 from .version import __version__
 
 allow_mmengine_checkpoints()
+use_safe_checkpoint_loader()
 
 from . import (act, analysis, common, converters, datasets,  # noqa: E402,F401
                engine, focus_detr, lite_detr, smca, visualization)

@@ -10,6 +10,14 @@
   allowing ``builtins.getattr`` itself would open the door to any attribute
   (``getattr.__self__`` is the builtins module), so the name is mapped to
   :func:`_history_buffer_getattr`, which resolves only those methods.
+* Every checkpoint the package, ``tools/`` and mmengine's runner load from
+  a local file goes through :func:`safe_load` (``weights_only=True`` passed
+  explicitly, so even ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` cannot turn it
+  off): :func:`use_safe_checkpoint_loader` registers it as mmengine's
+  loader for local paths (``load_from``, ``--resume``, ``tools/test.py``,
+  ``load_checkpoint``) and makes mmengine's remote loaders weights-only
+  too; :func:`load_checkpoint` is mmengine's ``load_checkpoint`` with
+  those loaders in place.
 * Distributed training on CPU: mmengine's pytorch launcher calls
   ``torch.cuda.set_device`` and wraps the model with ``device_ids``; both
   fail without CUDA.  :func:`setup_cpu_distributed` initialises a gloo group
@@ -25,7 +33,10 @@
   tools' ``--partial-load``).
 """
 import argparse
+import contextlib
+import functools
 import os
+import os.path as osp
 import pickle
 import re
 from typing import List, Mapping
@@ -95,6 +106,82 @@ def safe_load(path: str, map_location='cpu'):
         raise pickle.UnpicklingError(
             f'{path}: refused to load (it needs a type outside the safe '
             f'allow-list; nothing from it was executed): {err}') from None
+
+
+def _load_local_checkpoint(filename: str, map_location=None):
+    """mmengine's loader for local paths, through :func:`safe_load`."""
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    return safe_load(filename, map_location=map_location)
+
+
+@contextlib.contextmanager
+def _weights_only_forced():
+    """Within the block, a ``torch.load`` that does not pass
+    ``weights_only`` loads with ``weights_only=True`` even if the
+    environment asks for the opposite."""
+    keys = ('TORCH_FORCE_WEIGHTS_ONLY_LOAD',
+            'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD')
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ['TORCH_FORCE_WEIGHTS_ONLY_LOAD'] = '1'
+    os.environ.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _safe_scheme(loader):
+    """Wrap one of mmengine's remote loaders (http, pavi, ceph, ...) so that
+    its ``torch.load`` is weights-only with the allow-list."""
+    if getattr(loader, '_efficient_detr_mm_safe', False):
+        return loader
+
+    @functools.wraps(loader)
+    def safe(filename, *args, **kwargs):
+        allow_mmengine_checkpoints()
+        with _weights_only_forced():
+            try:
+                return loader(filename, *args, **kwargs)
+            except pickle.UnpicklingError as err:
+                raise pickle.UnpicklingError(
+                    f'{filename}: refused to load (it needs a type outside '
+                    'the safe allow-list; nothing from it was executed): '
+                    f'{err}') from None
+
+    safe._efficient_detr_mm_safe = True
+    return safe
+
+
+def use_safe_checkpoint_loader() -> None:
+    """Make every loader of mmengine's ``CheckpointLoader`` (what ``Runner``
+    uses for ``load_from``, resuming and ``init_cfg`` weights, and what
+    ``mmengine.runner.load_checkpoint`` uses) weights-only: local files
+    are read by :func:`safe_load`, the remote schemes (``http(s)://``,
+    ``torchvision://``, ``open-mmlab://``, ...) run with weights-only
+    forced.  Idempotent; done when the package is imported."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+    for prefix, loader in list(CheckpointLoader._schemes.items()):
+        safe = (_load_local_checkpoint
+                if prefix == '' else _safe_scheme(loader))
+        if loader is not safe:
+            CheckpointLoader.register_scheme(
+                prefixes=prefix, loader=safe, force=True)
+
+
+def load_checkpoint(model, filename: str, map_location='cpu',
+                    strict: bool = False, **kwargs) -> dict:
+    """``mmengine.runner.load_checkpoint`` that never executes a pickle
+    (local files are read by :func:`safe_load`)."""
+    from mmengine.runner.checkpoint import load_checkpoint as _load
+    use_safe_checkpoint_loader()
+    return _load(model, filename, map_location=map_location, strict=strict,
+                 **kwargs)
 
 
 @MODEL_WRAPPERS.register_module()

@@ -174,7 +174,8 @@ def _official_name(key):
 
 
 def test_official_detr_checkpoint_converts_to_act_detr():
-    from efficient_detr_mm.act.detr_converter import COCO_IDS, convert_detr
+    from efficient_detr_mm.converters import COCO_IDS
+    from efficient_detr_mm.converters.detr import convert_detr
     cfg = load_config('act/act-l32_r50-dc5_8xb2-500e_coco.py').model
     cfg.backbone.init_cfg = None
     model = MODELS.build(cfg)
@@ -187,7 +188,7 @@ def test_official_detr_checkpoint_converts_to_act_detr():
     official['class_embed.weight'] = torch.arange(92.)[:, None].expand(
         92, 256).clone()
     official['class_embed.bias'] = torch.arange(92.)
-    converted = convert_detr(official)
+    converted = convert_detr(official).out
     res = model.load_state_dict(converted, strict=True)
     assert not res.missing_keys and not res.unexpected_keys
     bias = model.bbox_head.fc_cls.bias

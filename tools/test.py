@@ -17,8 +17,10 @@ from mmdet.utils import setup_cache_size_limit_of_dynamo
 from mmengine import ConfigDict
 from mmengine.config import Config, DictAction
 
+# isort: off
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from efficient_detr_mm import runtime  # noqa: E402
+# isort: on
 
 
 # TODO: support fuse_conv_bn and format_only
@@ -139,6 +141,9 @@ def main():
             cfg.tta_pipeline[-1] = flip_tta
         cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+
+    # checkpoints (load_from, --resume) never execute a pickle
+    runtime.use_safe_checkpoint_loader()
 
     # build the runner from config
     if 'runner_type' not in cfg:

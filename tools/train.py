@@ -12,8 +12,10 @@ from mmdet.utils import setup_cache_size_limit_of_dynamo
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 
+# isort: off
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from efficient_detr_mm import runtime  # noqa: E402
+# isort: on
 
 
 def parse_args():
@@ -119,6 +121,9 @@ def main():
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+
+    # checkpoints (load_from, --resume) never execute a pickle
+    runtime.use_safe_checkpoint_loader()
 
     # build the runner from config
     if 'runner_type' not in cfg:

@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from mmdet.registry import HOOKS, MODELS
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmengine.runner import load_checkpoint
 from torch import Tensor, nn
+
+from ..runtime import load_checkpoint
 
 KD_LOSSES = ('mse', 'l1')
 

@@ -50,7 +50,7 @@ def build_detector(cfg: Config,
     model_cfg = drop_pretrained(cfg.model.copy())
     model = MODELS.build(model_cfg)
     if checkpoint:
-        from mmengine.runner import load_checkpoint
+        from ..runtime import load_checkpoint
         load_checkpoint(model, checkpoint, map_location='cpu')
     else:
         model.init_weights()

@@ -1,10 +1,16 @@
-"""DINO head with the two options the official DINO code bases need."""
+"""DINO head with the two options the official DINO code bases need; DETR
+head with the official DETR post-processing option."""
+import copy
+import inspect
 from typing import List, Tuple
 
 import torch
-from mmdet.models.dense_heads import DINOHead
+import torch.nn.functional as F
+from mmdet.models.dense_heads import DETRHead, DINOHead
 from mmdet.models.layers import inverse_sigmoid
 from mmdet.registry import MODELS
+from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
+from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 
@@ -133,3 +139,64 @@ class EffDINOHead(DINOHead):
             all_classes.append(outputs_class)
             all_coords.append(tmp_reg_preds.sigmoid())
         return torch.stack(all_classes), torch.stack(all_coords)
+
+
+@MODELS.register_module()
+class EffDETRHead(DETRHead):
+    """mmdet's :class:`DETRHead` with the official DETR post-processing as an
+    option: ``test_cfg.clip_boxes``.
+
+    mmdet clips the boxes to the image; the official ``PostProcess``
+    (facebookresearch/detr) does not.  ``clip_boxes=True`` (default) is
+    mmdet's ``DETRHead`` exactly; ``False`` returns the official boxes
+    (softmax scores over the classes without the background, the top
+    ``max_per_img`` queries, boxes scaled to ``img_shape`` and divided by
+    ``scale_factor`` when ``rescale``, never clipped).  Same parameters and
+    losses as ``DETRHead``.
+    """
+
+    def __init__(self, num_classes: int, *args, **kwargs) -> None:
+        # DETRHead turns loss_cls's class_weight / bg_cls_weight into the
+        # per-class weights only when its class is exactly DETRHead: do it
+        # here as it does (official DETR's eos_coef)
+        loss_cls = copy.deepcopy(
+            kwargs.get('loss_cls', inspect.signature(
+                DETRHead.__init__).parameters['loss_cls'].default))
+        class_weight = loss_cls.get('class_weight', None)
+        bg_cls_weight = 0
+        if class_weight is not None:
+            bg_cls_weight = float(
+                loss_cls.pop('bg_cls_weight', class_weight))
+            class_weight = torch.ones(num_classes + 1) * float(class_weight)
+            class_weight[num_classes] = bg_cls_weight
+            loss_cls['class_weight'] = class_weight
+        kwargs['loss_cls'] = loss_cls
+        super().__init__(num_classes, *args, **kwargs)
+        self.bg_cls_weight = bg_cls_weight
+        test_cfg = self.test_cfg or {}
+        self.clip_boxes = _check_bool('test_cfg.clip_boxes',
+                                      test_cfg.get('clip_boxes', True))
+
+    def _predict_by_feat_single(self,
+                                cls_score: Tensor,
+                                bbox_pred: Tensor,
+                                img_meta: dict,
+                                rescale: bool = True) -> InstanceData:
+        if self.clip_boxes or self.loss_cls.use_sigmoid:
+            return super()._predict_by_feat_single(cls_score, bbox_pred,
+                                                   img_meta, rescale)
+        max_per_img = self.test_cfg.get('max_per_img', len(cls_score))
+        scores, labels = F.softmax(cls_score, dim=-1)[..., :-1].max(-1)
+        scores, index = scores.topk(max_per_img)
+        h, w = img_meta['img_shape'][:2]
+        bboxes = bbox_cxcywh_to_xyxy(bbox_pred[index])
+        bboxes = bboxes * bboxes.new_tensor([w, h, w, h])
+        if rescale:
+            assert img_meta.get('scale_factor') is not None
+            bboxes = bboxes / bboxes.new_tensor(
+                img_meta['scale_factor']).repeat((1, 2))
+        results = InstanceData()
+        results.bboxes = bboxes
+        results.scores = scores
+        results.labels = labels[index]
+        return results

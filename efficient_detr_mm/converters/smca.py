@@ -20,25 +20,19 @@ The official code (gaopengcuhk/SMCA-DETR, a DETR fork) saves
   ``fc_reg``; ``query_embed`` -> ``query_embedding``.
 """
 import re
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 from torch import Tensor
 
 from .base import (COCO_IDS, ConversionError, StateDictConverter,
                    coco_class_rows, move_torchvision_resnet)
+from .detr import DETR_LAYER_MAP, dilated_c5
 
 #: official ``--dynamic_scale`` -> outputs of ``point3`` per layer (8 heads)
 DYNAMIC_SCALE_ROWS = {'type1': 0, 'type2': 8, 'type3': 16, 'type4': 24}
 
-# official (encoder or decoder) layer module -> ours
-_LAYER_MAP = (
-    ('self_attn.', 'self_attn.attn.'),
-    ('multihead_attn.', 'cross_attn.attn.'),
-    ('linear1.', 'ffn.layers.0.0.'),
-    ('linear2.', 'ffn.layers.1.'),
-    ('norm1.', 'norms.0.'),
-    ('norm2.', 'norms.1.'),
-    ('norm3.', 'norms.2.'),
+# official (encoder or decoder) layer module -> ours: DETR's + SMCA's
+_LAYER_MAP = DETR_LAYER_MAP + (
     ('norm4.', 'norms.3.'),
     ('point2.', 'gaussian.offset_fc.'),
     ('point3.', 'gaussian.scale_fc.'),
@@ -132,13 +126,6 @@ DYNAMIC_SCALE_MODULATION = {
 }
 
 
-def _dilated_c5(model) -> Optional[bool]:
-    try:
-        return tuple(model.backbone.layer4[-1].conv2.dilation) != (1, 1)
-    except (AttributeError, IndexError, TypeError):
-        return None
-
-
 def check_official_args(args: Any, model) -> None:
     """Check the official training arguments saved in the checkpoint
     against the model built from the config: what the tensors' names and
@@ -166,7 +153,7 @@ def check_official_args(args: Any, model) -> None:
                    f'decoder.layer_cfg.gaussian_cfg.beta={gauss.beta}'),
         'num_queries': (model.num_queries,
                         f'num_queries={model.num_queries}'),
-        'dilation': (_dilated_c5(model), 'the backbone\'s last stage'),
+        'dilation': (dilated_c5(model), 'the backbone\'s last stage'),
         'pre_norm': (False, 'SMCA here is post-norm only'),
         'position_embedding': ('sine', 'SinePositionalEncoding'),
         'masks': (False, 'no segmentation head'),

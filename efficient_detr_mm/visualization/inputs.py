@@ -5,8 +5,9 @@ from typing import Optional, Tuple
 
 from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
-from mmengine.runner import load_checkpoint
 from torch import nn
+
+from ..runtime import load_checkpoint
 
 
 def build_eval_model(cfg: Config,

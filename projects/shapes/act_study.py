@@ -309,8 +309,8 @@ def evaluate(cfg, ckpt, root, work_dir, seed, eval_split='val'):
 
 
 def _checkpoint_iters(ckpt):
-    from mmengine.runner import CheckpointLoader
-    meta = CheckpointLoader.load_checkpoint(ckpt, 'cpu').get('meta', {})
+    from efficient_detr_mm.runtime import safe_load
+    meta = safe_load(ckpt).get('meta', {})
     return int(meta.get('iter', 0))
 
 

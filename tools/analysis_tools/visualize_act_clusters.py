@@ -39,9 +39,9 @@ def main():
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
     from mmengine.dataset import Compose
-    from mmengine.runner import load_checkpoint
 
     import efficient_detr_mm  # noqa: F401
+    from efficient_detr_mm.runtime import load_checkpoint
     from efficient_detr_mm.visualization.act_clusters import (capture_clusters,
                                                               render_clusters)
     register_all_modules()

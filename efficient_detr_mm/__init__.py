@@ -13,7 +13,6 @@ from .version import __version__
 allow_mmengine_checkpoints()
 
 from . import (act, analysis, common, converters, datasets,  # noqa: E402,F401
-               focus_detr,
-               lite_detr, smca, visualization)
+               focus_detr, lite_detr, smca, visualization)
 
 __all__ = ['__version__']

@@ -165,9 +165,9 @@ def save_converted(state: Mapping[str, Tensor], dst: str,
         state_dict=OrderedDict((k, v.contiguous()) for k, v in state.items()),
         meta=dict(dataset_meta=dataset_meta, **meta))
     fd, tmp = tempfile.mkstemp(prefix='.converting-', dir=out_dir)
-    os.close(fd)
     try:
-        torch.save(payload, tmp)
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(payload, f)
         os.replace(tmp, dst)
     finally:
         if osp.exists(tmp):
@@ -183,10 +183,11 @@ def coco_dataset_meta() -> dict:
 
 def build_model_state(config: str) -> Dict[str, Tensor]:
     """State dict of the (randomly initialised) model of ``config``."""
-    import efficient_detr_mm  # noqa: F401  (registers the modules)
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
+
+    import efficient_detr_mm  # noqa: F401  (registers the modules)
     register_all_modules()
     cfg = Config.fromfile(config)
     cfg.model.pop('init_cfg', None)

@@ -555,8 +555,9 @@ def zoo_section(rows: List[dict], args) -> str:
         '[projects/efficiency/results.md](projects/efficiency/results.md); '
         'plot of reported AP against measured GFLOPs: '
         '[ap_vs_gflops.png](projects/efficiency/ap_vs_gflops.png).', '',
-        'Reproduce (resumable, skips what is already measured; about 1-2 '
-        'min per model on one CPU core):', '', '```shell',
+        'Reproduce (resumable, skips what is already measured; a few '
+        'minutes per model on one free CPU core, export to ONNX included):',
+        '', '```shell',
         'OMP_NUM_THREADS=1 python projects/efficiency/run.py', '```', '',
         'See [projects/efficiency/README.md](projects/efficiency/README.md) '
         'for options (other shapes, a GPU, a subset of configs).', '',

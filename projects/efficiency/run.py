@@ -489,7 +489,11 @@ def stage_table(rows: List[dict], ls: str) -> List[str]:
         'PyTorch stage breakdown (median ms over the timed runs, see '
         '`efficient_detr_mm/analysis/benchmark.py`) and the exported '
         'model\'s agreement with PyTorch on the benchmark image (largest '
-        'score / box difference over the 100 detections; random weights).',
+        'score / box difference over the 100 detections). With random '
+        'weights, rank-based selections (two-stage queries, Focus-DETR '
+        'tokens) can turn last-digit differences into different boxes, as '
+        'a 1e-3 input perturbation does in PyTorch alone; see '
+        '[docs/deployment.md](../../docs/deployment.md).',
         '', '| Config | ' + ' | '.join(STAGES) +
         ' | ONNX Runtime vs PyTorch: max score / box (px) diff, top-10 |',
         '|---|' + '---:|' * len(STAGES) + '---|'

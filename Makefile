@@ -1,7 +1,8 @@
 # Set-up is part of every target: a fresh machine needs only python3.11.
 # `make test` / `make demo` create .venv, install torch 2.13.0 (CPU) and
 # setuptools<70, build mmcv 2.1.0 (about 10 min the first time; pip caches the
-# wheel) and install this package with its test extras.  Both are idempotent.
+# wheel) and install this package with its test and deploy (onnx,
+# onnxruntime) extras.  Both are idempotent.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -19,8 +20,8 @@ $(STAMP): setup.cfg setup.py
 	# mmcv's setup.py imports pkg_resources; mmengine needs it for mmdet:: bases
 	$(PIP) install -q 'setuptools<70' wheel numpy
 	MAX_JOBS=$${MAX_JOBS:-2} $(PIP) install --no-build-isolation 'mmcv==2.1.0'
-	$(PIP) install -q --no-build-isolation -e '.[tests]'
-	$(BIN)/python -c "import efficient_detr_mm, mmcv.ops; print('efficient_detr_mm', efficient_detr_mm.__version__, 'ready')"
+	$(PIP) install -q --no-build-isolation -e '.[tests,deploy]'
+	$(BIN)/python -c "import efficient_detr_mm, mmcv.ops, onnxruntime; print('efficient_detr_mm', efficient_detr_mm.__version__, 'ready')"
 	touch $(STAMP)
 
 test: $(STAMP)

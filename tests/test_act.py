@@ -242,8 +242,8 @@ def test_act_attention_gradients_equal_dense_with_same_clusters():
     fixed = {}
     orig = act._cluster
 
-    def keep(z, rounds, pad, gen):
-        fixed['gc'] = orig(z, rounds, pad, gen)
+    def keep(z, rounds, pad, gen, **kwargs):
+        fixed['gc'] = orig(z, rounds, pad, gen, **kwargs)
         return fixed['gc']
 
     act._cluster = keep

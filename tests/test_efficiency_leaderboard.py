@@ -7,6 +7,7 @@ import os.path as osp
 import sys
 
 import matplotlib.image as mpimg
+import pytest
 from helpers import REPO, run_tool
 
 RUN = osp.join(REPO, 'projects', 'efficiency', 'run.py')
@@ -43,7 +44,14 @@ def test_leaderboard_runs_and_resumes(tmp_path):
     # columns: measured total, encoder GFLOPs, params, ratios
     assert float(base[5]) > float(base[6]) > 0
     assert float(var[5]) > 0 and float(var[8]) > 0
-    assert base[10] == '1.00' and base[12] == '1.00'
+    assert base[10] == '1.00'
+    # latency / baseline under PyTorch and ONNX Runtime, ORT / PyTorch
+    assert base[13] == '1.00' and base[14] == '1.00'
+    assert float(var[13]) > 0 and float(var[14]) > 0 and float(var[15]) > 0
+    assert float(base[15]) == pytest.approx(
+        float(base[12]) / float(base[11]), abs=0.02)
+    # PyTorch stage breakdown and the ONNX Runtime check, per model
+    assert 'backbone+neck' in md and 'agree' in md
     # Focus-DETR's encoder updates fewer tokens than DINO's
     cache = json.loads((tmp_path / 'm.json').read_text())
     enc = {v['config']: v['flops']['encoder'] for v in cache['flops'].values()}

@@ -180,14 +180,58 @@ class ACTAttention(MultiheadAttention):
             return None
         return torch.Generator(device=device).manual_seed(int(self.seed))
 
-    def _cluster(self, x: Tensor, rounds: int, pad: Optional[Tensor],
-                 gen: Optional[torch.Generator]):
-        """Hash ``x`` (rows, n, d) and cluster it; fp32 and no grad."""
-        offset_range = (
-            self.bucket_width
-            if self.offset_range == 'r' else float(self.offset_range))
-        proj, offset = sample_projections(x.shape[-1], rounds, offset_range,
-                                          gen, x.device)
+    def _offset_range(self) -> float:
+        return (self.bucket_width
+                if self.offset_range == 'r' else float(self.offset_range))
+
+    def fix_hash_projections(self, seed: Optional[int] = None) -> None:
+        """Draw the E2LSH projections once and keep them as buffers.
+
+        With a seed every call draws the same projections anyway (keys'
+        first, then queries', from a generator seeded with ``seed``); this
+        draws exactly those once and stores them as non-persistent buffers
+        (``hash_proj_q`` / ``hash_offset_q``, and ``_k`` with
+        ``group_k``), so that a traced / exported graph holds them as
+        constants instead of random-number operators.  The state dict is
+        unchanged.
+
+        Args:
+            seed (int, optional): sets :attr:`seed` first; required when the
+                module has none.
+        """
+        if seed is not None:
+            self.seed = int(seed)
+        _check(self.seed is not None,
+               'fix_hash_projections needs a seed (the module has seed=None)')
+        device = self.attn.in_proj_weight.device
+        gen = self._generator(device)
+        dims = self.embed_dims // self.num_heads
+        for role, rounds, used in (('k', self.k_hashes, self.group_k),
+                                   ('q', self.num_hashes, self.group_q)):
+            if not used:
+                continue
+            proj, offset = sample_projections(dims, rounds,
+                                              self._offset_range(), gen,
+                                              device)
+            self.register_buffer(f'hash_proj_{role}', proj, persistent=False)
+            self.register_buffer(
+                f'hash_offset_{role}', offset, persistent=False)
+
+    def _cluster(self,
+                 x: Tensor,
+                 rounds: int,
+                 pad: Optional[Tensor],
+                 gen: Optional[torch.Generator],
+                 role: str = 'q'):
+        """Hash ``x`` (rows, n, d) and cluster it; fp32 and no grad.
+        ``role`` ('q' / 'k') picks the fixed projections, if any."""
+        proj = getattr(self, f'hash_proj_{role}', None)
+        if proj is not None:
+            offset = getattr(self, f'hash_offset_{role}')
+        else:
+            proj, offset = sample_projections(x.shape[-1], rounds,
+                                              self._offset_range(), gen,
+                                              x.device)
         with torch.no_grad():
             codes = e2lsh_codes(x.detach(), proj, offset, self.bucket_width,
                                 pad)
@@ -267,7 +311,7 @@ class ACTAttention(MultiheadAttention):
             kpad = (None if kpm is None else kpm[:, None].expand(
                 bs, h, nk).reshape(bs * h, nk))
             k_groups, k_counts = self._cluster(
-                k.reshape(bs * h, nk, d), self.k_hashes, kpad, gen)
+                k.reshape(bs * h, nk, d), self.k_hashes, kpad, gen, role='k')
             k = cluster_means(k.reshape(bs * h, nk, d).float(), k_groups,
                               k_counts).to(k.dtype).view(bs, h, -1, d)
             v = cluster_means(v.reshape(bs * h, nk, d).float(), k_groups,

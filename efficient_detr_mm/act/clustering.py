@@ -91,10 +91,13 @@ def pack_codes(codes: Tensor, bits_per_round: int = 2) -> Tensor:
     Returns:
         Tensor: (rows, n) int64 hashes.
     """
-    shifts = torch.arange(
-        codes.shape[-1], device=codes.device,
-        dtype=torch.long) * bits_per_round
-    return (codes << shifts).sum(dim=-1)
+    # ``code << s`` as ``code * 2**s`` (both wrap modulo 2**64): a product
+    # exports to any ONNX runtime, a shift of int64 does not (ONNX
+    # BitShift takes unsigned types only); 2**63 is stored as -2**63
+    mults = [((1 << (bits_per_round * r)) + 2**63) % 2**64 - 2**63
+             for r in range(codes.shape[-1])]
+    mults = torch.tensor(mults, dtype=torch.long, device=codes.device)
+    return (codes * mults).sum(dim=-1)
 
 
 @torch.no_grad()
@@ -105,7 +108,9 @@ def cluster_ids(hashes: Tensor,
 
     Cluster ids are ``0..K_row-1`` in ascending hash order (the semantics of
     the release's ``ada_cluster`` kernel), computed with sort, diff, cumsum
-    and scatter.  ``hashes`` may also be a (rows, n, L) tensor of codes: then
+    and scatter; the number of clusters never becomes a Python int, so an
+    exported (ONNX) graph keeps it data-dependent.
+    ``hashes`` may also be a (rows, n, L) tensor of codes: then
     clusters are the distinct code tuples (ordered lexicographically, last
     round most significant), i.e. the ``exact`` combination.
 
@@ -127,21 +132,29 @@ def cluster_ids(hashes: Tensor,
     if pad_mask is not None:
         pad = pad_mask[..., None]
         keys = torch.cat([keys.masked_fill(pad, 0), pad.long()], dim=-1)
-    # lexicographic order by stable sorts, least significant column first
-    perm = torch.arange(n, device=hashes.device).expand(rows, n)
-    for col in range(keys.shape[-1]):
-        column = keys[..., col].gather(1, perm)
-        order = torch.sort(column, dim=1, stable=True)[1]
-        perm = perm.gather(1, order)
-    sorted_keys = keys.gather(1, perm[..., None].expand_as(keys))
-    new = (sorted_keys[:, 1:] != sorted_keys[:, :-1]).any(dim=-1)
-    new = torch.cat([new.new_zeros(rows, 1), new], dim=1)
-    cid_sorted = new.long().cumsum(dim=1)
-    groups = torch.empty_like(cid_sorted).scatter_(1, perm, cid_sorted)
-    num_clusters = int(cid_sorted[:, -1].max()) + 1 if n > 0 else 0
-    counts = groups.new_zeros(rows, num_clusters).scatter_add_(
-        1, groups, torch.ones_like(groups))
+    # lexicographic dense rank, least significant column first: the rank of
+    # the columns so far is refined by each next column (rank < n, so
+    # ``rank_col * n + rank`` neither overflows nor needs a stable sort)
+    groups = _dense_rank(keys[..., 0])
+    for col in range(1, keys.shape[-1]):
+        groups = _dense_rank(_dense_rank(keys[..., col]) * n + groups)
+    # members per id; ids are 0..K_row-1, so the columns up to the largest
+    # K of the rows are exactly the non-empty ones (a data-dependent width,
+    # an ONNX NonZero when exported)
+    counts = torch.zeros_like(groups).scatter_add_(1, groups,
+                                                   torch.ones_like(groups))
+    counts = counts[:, counts.amax(dim=0) > 0]
     return groups, counts
+
+
+def _dense_rank(keys: Tensor) -> Tensor:
+    """(rows, n) int64 -> id of each entry's value among the distinct
+    values of its row, 0 for the smallest (ties share an id; any sort,
+    stable or not, gives the same ids)."""
+    sorted_keys, perm = torch.sort(keys, dim=1)
+    new = sorted_keys[:, 1:] != sorted_keys[:, :-1]
+    new = torch.cat([new.new_zeros(keys.shape[0], 1), new], dim=1)
+    return torch.empty_like(keys).scatter_(1, perm, new.long().cumsum(dim=1))
 
 
 def cluster_means(x: Tensor, groups: Tensor, counts: Tensor) -> Tensor:

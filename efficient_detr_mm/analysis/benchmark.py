@@ -25,6 +25,11 @@ On CUDA a stage is timed with CUDA events (no extra synchronisation inside
 the run) and the run with ``synchronize`` + wall clock; on CPU everything
 with the wall clock.
 
+A run may instead be any callable (``ModelRun.call``), e.g. an ONNX Runtime
+session on the same image (``tools/analysis_tools/benchmark.py --backend
+onnxruntime``); such runs are timed as a whole (no stage breakdown) and
+their latency ratio is taken to the first run of the same ``backend``.
+
 Peak memory is the model's own state (parameters + buffers) plus the peak
 above the level before the run: on CUDA from the caching allocator
 (``max_memory_allocated``) during the timed runs, on CPU from the process
@@ -39,7 +44,7 @@ import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -185,14 +190,28 @@ def state_bytes(model: nn.Module) -> int:
 
 @dataclass
 class ModelRun:
-    """One model of a benchmark and its measurements."""
+    """One model of a benchmark and its measurements.
+
+    ``model(data['inputs'], data['data_samples'], mode='predict')`` is
+    timed, or ``call()`` when given (then ``state_nbytes`` is the model's
+    size, e.g. of its ONNX file, and ``model`` may be None).
+    """
     name: str
-    model: nn.Module
-    data: dict
+    model: Optional[nn.Module]
+    data: Optional[dict]
     latencies: List[float] = field(default_factory=list)
     stages: Dict[str, List[float]] = field(default_factory=dict)
     mem_bytes: int = 0
     timer: Optional[StageTimer] = None
+    call: Optional[Callable[[], Any]] = None
+    backend: str = 'pytorch'
+    state_nbytes: Optional[int] = None
+
+    def state(self) -> int:
+        """Bytes of the model's own state."""
+        if self.state_nbytes is not None:
+            return self.state_nbytes
+        return state_bytes(self.model)
 
 
 class Benchmark:
@@ -221,6 +240,8 @@ class Benchmark:
         self.log = log
         if breakdown:
             for run in runs:
+                if run.call is not None:
+                    continue
                 run.timer = StageTimer(self.device)
                 for stage, path in STAGES:
                     run.timer.wrap(run.model, path, stage)
@@ -236,6 +257,9 @@ class Benchmark:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def _forward(self, run: ModelRun) -> None:
+        if run.call is not None:
+            run.call()
+            return
         with torch.no_grad(), self._autocast():
             run.model(run.data['inputs'], run.data['data_samples'],
                       mode='predict')
@@ -260,7 +284,7 @@ class Benchmark:
         if self.cuda:
             peak = torch.cuda.max_memory_allocated(self.device) - base
             run.mem_bytes = max(run.mem_bytes,
-                                peak + state_bytes(run.model))
+                                peak + run.state())
 
     def _cpu_memory(self, run: ModelRun) -> None:
         gc.collect()
@@ -268,7 +292,7 @@ class Benchmark:
         with RssSampler() as s:
             base = _rss_bytes()
             self._forward(run)
-        run.mem_bytes = s.peak - base + state_bytes(run.model)
+        run.mem_bytes = s.peak - base + run.state()
 
     def run(self, warmup: int = 3, repeats: int = 10) -> None:
         """Warm up every model, then ``repeats`` interleaved rounds."""
@@ -294,19 +318,22 @@ class Benchmark:
 
     def results(self, batch_size: int) -> List[dict]:
         """Per model: latency summary (ms), images/s at the median, peak
-        memory (MiB), median-latency ratio to the first model and, with
-        ``breakdown``, the stage summaries."""
-        first = statistics.median(self.runs[0].latencies)
+        memory (MiB), median-latency ratio to the first model of the same
+        backend and, with ``breakdown``, the stage summaries."""
+        first = {}
+        for run in self.runs:
+            first.setdefault(run.backend, statistics.median(run.latencies))
         out = []
         for run in self.runs:
             lat = summarize(run.latencies)
             res = dict(
                 name=run.name,
+                backend=run.backend,
                 latency_ms=lat,
                 latencies_ms=list(run.latencies),
                 images_per_s=1e3 * batch_size / lat['median'],
                 peak_mem_mib=run.mem_bytes / 2**20 if run.mem_bytes else None,
-                ratio=lat['median'] / first)
+                ratio=lat['median'] / first[run.backend])
             if run.stages:
                 res['stages_ms'] = {
                     k: summarize(v)
@@ -337,6 +364,8 @@ def format_results(results: List[dict], title: str) -> str:
 def format_breakdown(results: List[dict]) -> str:
     """Median ms (and share of the median run) of every stage."""
     stages = [s for s, _ in STAGES] + [OTHER_STAGE]
+    # runs timed as a whole (e.g. ONNX Runtime) have no stages
+    results = [r for r in results if r.get('stages_ms')]
     w = max([5] + [len(r['name']) for r in results])
     head = f'{"model":<{w}}' + ''.join(f' {s:>17}' for s in stages)
     lines = ['stage breakdown: median ms (share)', head, '-' * len(head)]

@@ -15,10 +15,13 @@ writes ``projects/efficiency/results.md`` and ``ap_vs_gflops.png``.
   efficient_detr_mm/analysis/README.md). Configs whose ``model`` is
   identical (e.g. the same architecture trained for 12 / 24 / 36 epochs)
   are measured once.
-* Latency: ``tools/analysis_tools/benchmark.py`` once per baseline family
-  (the baseline first, then its efficient variants, interleaved rounds, the
-  same synthetic batch), at a reduced shape on CPU by default; the ratio is
-  median latency / the baseline's median latency in the same run.
+* Latency: ``tools/analysis_tools/benchmark.py --backend pytorch
+  onnxruntime --breakdown`` once per baseline family (the baseline first,
+  then its efficient variants, each in PyTorch and exported to ONNX
+  Runtime, all interleaved, the same synthetic image), at 512 x 683 on the
+  CPU by default; the ratio is median latency / the baseline's median
+  latency of the same backend in the same run.  PyTorch runs also give the
+  stage breakdown.
 """
 import argparse
 import glob
@@ -58,6 +61,7 @@ FAMILIES = (
     ('smca', '', 'SMCA', DETR),
     ('act', '', 'ACT', DETR_DC5),
 )
+BACKENDS = ('pytorch', 'onnxruntime')
 FAMILY_ORDER = ['DETR', 'DETR-DC5', 'Deformable DETR', 'DINO', 'Focus-DETR',
                 'Lite-DINO', 'Lite-Deformable-DETR', 'SMCA', 'ACT']
 
@@ -83,9 +87,15 @@ def parse_args(argv=None):
         '--latency-shape',
         type=int,
         nargs=2,
-        default=[320, 320],
+        default=[512, 683],
         metavar=('H', 'W'),
-        help='input of the latency benchmark (reduced on CPU)')
+        help='input of the latency benchmark')
+    p.add_argument(
+        '--backends',
+        nargs='+',
+        default=list(BACKENDS),
+        choices=BACKENDS,
+        help='latency backends (onnxruntime: CPU only)')
     p.add_argument('--device', default='cpu', help='latency device')
     p.add_argument('--warmup', type=int, default=1)
     p.add_argument('--repeats', type=int, default=5)
@@ -190,6 +200,9 @@ def measure_flops(config: str, shape: List[int]) -> dict:
 
 
 def measure_latency(configs: List[str], args) -> List[dict]:
+    """One interleaved benchmark of ``configs`` on every backend; per
+    config ``{backend: dict(median_ms, q1_ms, q3_ms, ratio[, stages_ms])}``
+    plus ``device`` (and ``onnx_check``, ONNX Runtime vs PyTorch)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = osp.join(tmp, 'bench.json')
         run_tool([
@@ -198,18 +211,34 @@ def measure_latency(configs: List[str], args) -> List[dict]:
             str(args.latency_shape[1]), '--batch-size', '1', '--device',
             args.device, '--warmup',
             str(args.warmup), '--repeats',
-            str(args.repeats), '--out', out
+            str(args.repeats), '--breakdown', '--backend', *args.backends,
+            '--out', out
         ])
         with open(out) as f:
             res = json.load(f)
-    return [
-        dict(
-            median_ms=r['latency_ms']['median'],
-            q1_ms=r['latency_ms']['q1'],
-            q3_ms=r['latency_ms']['q3'],
-            ratio=r['ratio'],
-            device=res['device']) for r in res['results']
-    ]
+    per_config = [dict(device=res['device']) for _ in configs]
+    runs = iter(res['results'])
+    for entry in per_config:  # the tool's order: config by config
+        for backend in args.backends:
+            r = next(runs)
+            assert r.get('backend', 'pytorch') == backend, r
+            entry[backend] = dict(
+                median_ms=r['latency_ms']['median'],
+                q1_ms=r['latency_ms']['q1'],
+                q3_ms=r['latency_ms']['q3'],
+                ratio=r['ratio'])
+            if r.get('stages_ms'):
+                entry[backend]['stages_ms'] = {
+                    k: v['median']
+                    for k, v in r['stages_ms'].items()
+                }
+            if r.get('onnx_check'):
+                c = r['onnx_check']
+                entry['onnx_check'] = dict(
+                    max_score_diff=c['max_score_diff'],
+                    max_box_diff=c['max_box_diff'],
+                    top_labels_agree=c['top_labels_agree'])
+    return per_config
 
 
 # -------------------------------------------------------------- measuring
@@ -272,7 +301,8 @@ def latency_groups(models) -> 'OrderedDict[str, List[str]]':
 def latency_key(group: List[str], models, args) -> str:
     shape = 'x'.join(map(str, args.latency_shape))
     return (f'{"+".join(models[c]["hash"] for c in group)}@{shape}'
-            f'/{args.device}/w{args.warmup}r{args.repeats}')
+            f'/{args.device}/w{args.warmup}r{args.repeats}'
+            f'/{"+".join(args.backends)}')
 
 
 def run_latency(models, cache, args) -> None:
@@ -293,7 +323,8 @@ def run_latency(models, cache, args) -> None:
                      for c, r in zip(group, res)})
         save_cache(cache, args.cache)
         log(f'[latency {i}/{n}] done ({time.time() - t0:.0f} s): ' +
-            ', '.join(f'{name_of(c)} x{r["ratio"]:.2f}'
+            ', '.join(f'{name_of(c)} ' + '/'.join(
+                f'x{r[b]["ratio"]:.2f}' for b in args.backends)
                       for c, r in zip(group, res)))
 
 
@@ -327,9 +358,13 @@ def collect(models, cache, reported, args) -> List[dict]:
             enc_gflops=m['flops']['encoder'] / 1e9 if m else None,
             params_m=m['params']['total'] / 1e6 if m else None,
             base_gflops=mb['flops']['total'] / 1e9 if mb else None,
-            latency_ms=lat['median_ms'] if lat else None,
-            latency_ratio=lat['ratio'] if lat else None,
-            latency_device=lat['device'] if lat else None)
+            latency_device=lat['device'] if lat else None,
+            onnx_check=lat.get('onnx_check') if lat else None)
+        for b in BACKENDS:
+            one = lat.get(b) if lat else None
+            row[f'{b}_ms'] = one['median_ms'] if one else None
+            row[f'{b}_ratio'] = one['ratio'] if one else None
+            row[f'{b}_stages'] = one.get('stages_ms') if one else None
         rows.append(row)
     order = {f: i for i, f in enumerate(FAMILY_ORDER)}
     rows.sort(key=lambda r: (order.get(r['family'], 99), r['name']))
@@ -371,15 +406,22 @@ def results_md(rows: List[dict], args) -> str:
         f'{fs.replace("x", " x ")} input '
         '(`tools/analysis_tools/get_flops.py`, random weights, noise image); '
         f'latency = median of {args.repeats} interleaved runs after '
-        f'{args.warmup} warm-up, batch 1, fp32, at a reduced '
-        f'{ls.replace("x", " x ")} input on {", ".join(devices)}, '
-        'as a ratio to the baseline measured in the same run.', '',
+        f'{args.warmup} warm-up, batch 1, fp32, at a '
+        f'{ls.replace("x", " x ")} input on {", ".join(devices)}, in '
+        'PyTorch and in ONNX Runtime (the model exported by '
+        '`tools/deployment/pytorch2onnx.py`, same threads), the baseline '
+        'and its variants on both backends interleaved in one run; the '
+        'ratios are to the baseline of the same backend in the same run. '
+        f'{MACHINE_NOTE}', '',
         '| Family | Config | Baseline | AP (reported) | GFLOPs (reported) '
         f'| GFLOPs (measured, {fs}) | encoder GFLOPs (measured) '
         '| measured / reported | params (M, measured) '
         '| GFLOPs / baseline (reported) | GFLOPs / baseline (measured) '
-        f'| latency ms (measured, {ls}) | latency / baseline (measured) |',
+        f'| PyTorch ms ({ls}) | ONNX Runtime ms ({ls}) '
+        '| latency / baseline (PyTorch) | latency / baseline (ONNX Runtime) '
+        '| ONNX Runtime / PyTorch |',
         '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|'
+        '---:|---:|---:|'
     ]
     for r in rows:
         dev = deviation(r)
@@ -394,8 +436,12 @@ def results_md(rows: List[dict], args) -> str:
             f'| {fmt(r["params_m"], ".2f")} '
             f'| {fmt(ratio(r["rep_gflops"], r["rep_base_gflops"]), ".2f")} '
             f'| {fmt(ratio(r["gflops"], r["base_gflops"]), ".2f")} '
-            f'| {fmt(r["latency_ms"], ".0f")} '
-            f'| {fmt(r["latency_ratio"], ".2f")} |')
+            f'| {fmt(r["pytorch_ms"], ".0f")} '
+            f'| {fmt(r["onnxruntime_ms"], ".0f")} '
+            f'| {fmt(r["pytorch_ratio"], ".2f")} '
+            f'| {fmt(r["onnxruntime_ratio"], ".2f")} '
+            f'| {fmt(ratio(r["onnxruntime_ms"], r["pytorch_ms"]), ".2f")} |')
+    lines += stage_table(rows, ls)
     big = [r for r in rows
            if deviation(r) is not None and abs(deviation(r)) > 0.1]
     if big:
@@ -423,6 +469,47 @@ def results_md(rows: List[dict], args) -> str:
     return '\n'.join(lines)
 
 
+#: how the latencies were taken (this repository's runs)
+MACHINE_NOTE = (
+    'Measured on a 2-core CPU machine shared with other jobs, with 1 '
+    'thread per backend: absolute milliseconds are noisy and only the '
+    'ratios within one run are meant to be compared.')
+
+STAGES = ('backbone+neck', 'encoder', 'query selection', 'decoder',
+          'head+post', 'other')
+
+
+def stage_table(rows: List[dict], ls: str) -> List[str]:
+    """PyTorch stage breakdown and the ONNX Runtime check, per model."""
+    rows = [r for r in rows if r['pytorch_stages'] or r['onnx_check']]
+    if not rows:
+        return []
+    lines = [
+        '', f'## Latency details ({ls.replace("x", " x ")})', '',
+        'PyTorch stage breakdown (median ms over the timed runs, see '
+        '`efficient_detr_mm/analysis/benchmark.py`) and the exported '
+        'model\'s agreement with PyTorch on the benchmark image (largest '
+        'score / box difference over the 100 detections). With random '
+        'weights, rank-based selections (two-stage queries, Focus-DETR '
+        'tokens) can turn last-digit differences into different boxes, as '
+        'a 1e-3 input perturbation does in PyTorch alone; see '
+        '[docs/deployment.md](../../docs/deployment.md).',
+        '', '| Config | ' + ' | '.join(STAGES) +
+        ' | ONNX Runtime vs PyTorch: max score / box (px) diff, top-10 |',
+        '|---|' + '---:|' * len(STAGES) + '---|'
+    ]
+    for r in rows:
+        st = r['pytorch_stages'] or {}
+        chk = r['onnx_check']
+        check = '-' if not chk else (
+            f'{chk["max_score_diff"]:.1g} / {chk["max_box_diff"]:.1g}, '
+            f'{"agree" if chk["top_labels_agree"] else "differ"}')
+        lines.append(f'| {r["name"]} | ' +
+                     ' | '.join(fmt(st.get(k), '.0f') for k in STAGES) +
+                     f' | {check} |')
+    return lines
+
+
 FAMILY_PAGES = OrderedDict([
     ('DETR / DETR-DC5', 'configs/detr/README.md'),
     ('Deformable DETR', 'configs/deformable_detr/README.md'),
@@ -447,8 +534,10 @@ def zoo_section(rows: List[dict], args) -> str:
         'GFLOPs are **reported** by the papers / model zoos (no COCO '
         'training was run here); GFLOPs and latency ratios are **measured** '
         f'here: multiply-adds at {fs} (random weights, noise image), CPU '
-        f'latency at a reduced {ls} input, batch 1, as a ratio to the '
-        'family\'s baseline in the same run.', '',
+        f'latency at {ls}, batch 1, 1 thread, in PyTorch and in ONNX Runtime '
+        '(see [docs/deployment.md](docs/deployment.md)), as a ratio to the '
+        'family\'s baseline on the same backend in the same run, and '
+        f'ONNX Runtime / PyTorch. {MACHINE_NOTE}', '',
         'One meaning of `FLOPs`: the `FLOPs` of a metafile entry (there '
         'when its model is measured) is the measured number, in GFLOPs '
         '(10^9 multiply-adds) of the whole model '
@@ -459,22 +548,28 @@ def zoo_section(rows: List[dict], args) -> str:
         '(`projects/efficiency/reported.yml`), never `FLOPs`.', '',
         '| Model | AP (reported) | GFLOPs (reported) '
         f'| GFLOPs (measured, {fs}) | GFLOPs / baseline (measured) '
-        f'| latency / baseline (CPU, {ls}) |', '|---|---:|---:|---:|---:|---:|'
+        f'| latency / baseline (CPU PyTorch, {ls}) '
+        f'| latency / baseline (CPU ONNX Runtime, {ls}) '
+        '| ONNX Runtime / PyTorch |',
+        '|---|---:|---:|---:|---:|---:|---:|---:|'
     ]
     for r in rows:
         lines.append(
             f'| [{short_name(r["name"])}]({r["config"]}) | {fmt(r["ap"])} '
             f'| {fmt(r["rep_gflops"], "g")} | {fmt(r["gflops"])} '
             f'| {fmt(ratio(r["gflops"], r["base_gflops"]), ".2f")} '
-            f'| {fmt(r["latency_ratio"], ".2f")} |')
+            f'| {fmt(r["pytorch_ratio"], ".2f")} '
+            f'| {fmt(r["onnxruntime_ratio"], ".2f")} '
+            f'| {fmt(ratio(r["onnxruntime_ms"], r["pytorch_ms"]), ".2f")} |')
     lines += [
         '', 'Full table (encoder GFLOPs, parameters, reported ratios, '
         'latencies, reasons for differences over 10 % to the papers) in '
         '[projects/efficiency/results.md](projects/efficiency/results.md); '
         'plot of reported AP against measured GFLOPs: '
         '[ap_vs_gflops.png](projects/efficiency/ap_vs_gflops.png).', '',
-        'Reproduce (resumable, skips what is already measured; about 1-2 '
-        'min per model on one CPU core):', '', '```shell',
+        'Reproduce (resumable, skips what is already measured; a few '
+        'minutes per model on one free CPU core, export to ONNX included):',
+        '', '```shell',
         'OMP_NUM_THREADS=1 python projects/efficiency/run.py', '```', '',
         'See [projects/efficiency/README.md](projects/efficiency/README.md) '
         'for options (other shapes, a GPU, a subset of configs).', '',

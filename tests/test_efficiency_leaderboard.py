@@ -91,3 +91,45 @@ def test_changed_model_gets_a_new_cache_key(tmp_path):
     write(cfg, 50)
     changed = leaderboard.plan([str(cfg)])
     assert list(changed.values())[0]['hash'] != first
+
+
+def test_metafile_flops_are_set_in_place():
+    """run.py writes the measured GFLOPs into the metafiles: an existing
+    FLOPs line is replaced, a missing one is added at the end of Metadata,
+    entries not measured and comments are left alone."""
+    spec = importlib.util.spec_from_file_location('efficiency_run2', RUN)
+    leaderboard = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(leaderboard)
+    text = ('# FLOPs: measured\n'
+            'Models:\n'
+            '  - Name: a\n'
+            '    Config: configs/x/a.py\n'
+            '    Metadata:\n'
+            '      Epochs: 12\n'
+            '      FLOPs: 1.0\n'
+            '    Results:\n'
+            '      - Task: Object Detection\n'
+            '  - Name: b\n'
+            '    Config: configs/x/b.py\n'
+            '    Metadata:\n'
+            '      Epochs: 24\n'
+            '    Results:\n'
+            '      - Task: Object Detection\n'
+            '  - Name: c\n'
+            '    Config: configs/x/c.py\n'
+            '    Metadata:\n'
+            '      Epochs: 36\n'
+            '      FLOPs: 7.0\n')
+    new = leaderboard.set_metafile_flops(
+        text, {'configs/x/a.py': 2.5, 'configs/x/b.py': 3.5})
+    assert new.splitlines() == [
+        '# FLOPs: measured', 'Models:', '  - Name: a',
+        '    Config: configs/x/a.py', '    Metadata:', '      Epochs: 12',
+        '      FLOPs: 2.5', '    Results:', '      - Task: Object Detection',
+        '  - Name: b', '    Config: configs/x/b.py', '    Metadata:',
+        '      Epochs: 24', '      FLOPs: 3.5', '    Results:',
+        '      - Task: Object Detection', '  - Name: c',
+        '    Config: configs/x/c.py', '    Metadata:', '      Epochs: 36',
+        '      FLOPs: 7.0']
+    assert leaderboard.set_metafile_flops(
+        new, {'configs/x/a.py': 2.5, 'configs/x/b.py': 3.5}) == new

@@ -615,6 +615,68 @@ def plot(rows: List[dict], path: str, args) -> None:
     plt.close(fig)
 
 
+def set_metafile_flops(text: str, flops: Dict[str, float]) -> str:
+    """``text`` of a metafile.yml with each entry's ``Metadata.FLOPs`` set
+    to ``flops[entry's Config]`` (inserted as the last ``Metadata`` line
+    when absent; entries not in ``flops`` are left as they are).  Edits the
+    text line by line, so comments and layout stay."""
+    lines = text.splitlines(keepends=True)
+    out, config, in_meta, meta_indent = [], None, False, ''
+
+    def close_meta():
+        # leaving a Metadata block without a FLOPs line: insert one
+        if in_meta and config in flops and not any(
+                ln.strip().startswith('FLOPs:') for ln in block):
+            out.append(f'{meta_indent}FLOPs: {flops[config]}\n')
+
+    block: List[str] = []
+    for line in lines:
+        stripped = line.strip()
+        indent = line[:len(line) - len(line.lstrip())]
+        if in_meta and stripped and len(indent) <= len(meta_indent) - 2:
+            close_meta()
+            in_meta = False
+        if stripped.startswith('- Name:'):
+            config = None
+        elif stripped.startswith('Config:'):
+            config = stripped.split(':', 1)[1].strip()
+        elif stripped == 'Metadata:' and config is not None:
+            in_meta, meta_indent, block = True, indent + '  ', []
+            out.append(line)
+            continue
+        if in_meta:
+            block.append(line)
+            if stripped.startswith('FLOPs:') and config in flops:
+                line = f'{indent}FLOPs: {flops[config]}\n'
+        out.append(line)
+    close_meta()
+    return ''.join(out)
+
+
+def write_metafile_flops(models, cache, args) -> List[str]:
+    """Set ``Metadata.FLOPs`` of every measured COCO entry of
+    ``configs/*/metafile.yml`` to the measured GFLOPs at the FLOPs shape,
+    rounded to 0.1 (the one meaning of ``FLOPs``, checked by
+    tests/test_model_index.py); returns the metafiles changed."""
+    shape_key = 'x'.join(map(str, args.flops_shape))
+    flops = {}
+    for c, info in models.items():
+        m = cache['flops'].get(f'{info["hash"]}@{shape_key}')
+        if m:
+            flops[c] = round(m['flops']['total'] / 1e9, 1)
+    changed = []
+    for mf in sorted(glob.glob(osp.join(REPO, 'configs', '*',
+                                        'metafile.yml'))):
+        with open(mf) as f:
+            text = f.read()
+        new = set_metafile_flops(text, flops)
+        if new != text:
+            with open(mf, 'w') as f:
+                f.write(new)
+            changed.append(rel(mf))
+    return changed
+
+
 def main(argv=None):
     args = parse_args(argv)
     configs = [rel(c) for c in (args.configs or default_configs())]
@@ -637,6 +699,9 @@ def main(argv=None):
     png = osp.join(args.out_dir, 'ap_vs_gflops.png')
     plot(rows, png, args)
     log(f'wrote {md} and {png}')
+    if tuple(args.flops_shape) == (800, 1333):
+        for mf in write_metafile_flops(models, cache, args):
+            log(f'updated FLOPs in {mf}')
 
 
 if __name__ == '__main__':

@@ -164,7 +164,7 @@ def test_clip_boxes_option(fixture, converted):
     assert outside.any()  # the fixture has boxes crossing the border
     torch.testing.assert_close(clip.bboxes,
                                free.bboxes.clamp(min=0).minimum(limits))
-    with pytest.raises(TypeError, match='clip_boxes'):
+    with pytest.raises(ValueError, match='clip_boxes'):
         MODELS.build(dict(Config.fromfile(COCO_CONFIG).model.bbox_head,
                           test_cfg=dict(clip_boxes='no')))
 

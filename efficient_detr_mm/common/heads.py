@@ -20,6 +20,33 @@ def _check_bool(name: str, value) -> bool:
     return value
 
 
+def clip_boxes_option(test_cfg, default: bool) -> bool:
+    """``test_cfg.clip_boxes`` (whether boxes are clipped to the image as
+    mmdet's heads do; the official DETR-family post-processing does not),
+    checked to be a bool."""
+    return _check_bool('test_cfg.clip_boxes',
+                       (test_cfg or {}).get('clip_boxes', default))
+
+
+def unclipped_results(bbox_pred: Tensor, scores: Tensor, labels: Tensor,
+                      img_meta: dict, rescale: bool) -> InstanceData:
+    """Detections as the official ``PostProcess`` gives them: normalised
+    (cx, cy, w, h) ``bbox_pred`` scaled to ``img_shape`` (then divided by
+    ``scale_factor`` when ``rescale``), never clipped to the image."""
+    h, w = img_meta['img_shape'][:2]
+    bboxes = bbox_cxcywh_to_xyxy(bbox_pred)
+    bboxes = bboxes * bboxes.new_tensor([w, h, w, h])
+    if rescale:
+        assert img_meta.get('scale_factor') is not None
+        bboxes = bboxes / bboxes.new_tensor(
+            img_meta['scale_factor']).repeat((1, 2))
+    results = InstanceData()
+    results.bboxes = bboxes
+    results.scores = scores
+    results.labels = labels
+    return results
+
+
 @MODELS.register_module()
 class EffDINOHead(DINOHead):
     """mmdet's :class:`DINOHead` with the official DINO head layout options.
@@ -173,9 +200,7 @@ class EffDETRHead(DETRHead):
         kwargs['loss_cls'] = loss_cls
         super().__init__(num_classes, *args, **kwargs)
         self.bg_cls_weight = bg_cls_weight
-        test_cfg = self.test_cfg or {}
-        self.clip_boxes = _check_bool('test_cfg.clip_boxes',
-                                      test_cfg.get('clip_boxes', True))
+        self.clip_boxes = clip_boxes_option(self.test_cfg, True)
 
     def _predict_by_feat_single(self,
                                 cls_score: Tensor,
@@ -188,15 +213,5 @@ class EffDETRHead(DETRHead):
         max_per_img = self.test_cfg.get('max_per_img', len(cls_score))
         scores, labels = F.softmax(cls_score, dim=-1)[..., :-1].max(-1)
         scores, index = scores.topk(max_per_img)
-        h, w = img_meta['img_shape'][:2]
-        bboxes = bbox_cxcywh_to_xyxy(bbox_pred[index])
-        bboxes = bboxes * bboxes.new_tensor([w, h, w, h])
-        if rescale:
-            assert img_meta.get('scale_factor') is not None
-            bboxes = bboxes / bboxes.new_tensor(
-                img_meta['scale_factor']).repeat((1, 2))
-        results = InstanceData()
-        results.bboxes = bboxes
-        results.scores = scores
-        results.labels = labels[index]
-        return results
+        return unclipped_results(bbox_pred[index], scores, labels[index],
+                                 img_meta, rescale)

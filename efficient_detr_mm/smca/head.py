@@ -4,9 +4,10 @@ from typing import Tuple
 import torch
 from mmdet.models.dense_heads import ConditionalDETRHead
 from mmdet.registry import MODELS
-from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmengine.structures import InstanceData
 from torch import Tensor
+
+from ..common.heads import clip_boxes_option, unclipped_results
 
 
 @MODELS.register_module()
@@ -27,11 +28,7 @@ class SMCAHead(ConditionalDETRHead):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        clip = (self.test_cfg or {}).get('clip_boxes', False)
-        if not isinstance(clip, bool):
-            raise TypeError(
-                f'test_cfg.clip_boxes must be True or False, got {clip!r}')
-        self.clip_boxes = clip
+        self.clip_boxes = clip_boxes_option(self.test_cfg, False)
 
     def forward(self, hidden_states: Tensor,
                 references: Tensor) -> Tuple[Tensor, Tensor]:
@@ -64,15 +61,6 @@ class SMCAHead(ConditionalDETRHead):
                                                    img_meta, rescale)
         max_per_img = self.test_cfg.get('max_per_img', len(cls_score))
         scores, indexes = cls_score.sigmoid().view(-1).topk(max_per_img)
-        h, w = img_meta['img_shape'][:2]
-        bboxes = bbox_cxcywh_to_xyxy(bbox_pred[indexes // self.num_classes])
-        bboxes = bboxes * bboxes.new_tensor([w, h, w, h])
-        if rescale:
-            assert img_meta.get('scale_factor') is not None
-            bboxes = bboxes / bboxes.new_tensor(
-                img_meta['scale_factor']).repeat((1, 2))
-        results = InstanceData()
-        results.bboxes = bboxes
-        results.scores = scores
-        results.labels = indexes % self.num_classes
-        return results
+        return unclipped_results(bbox_pred[indexes // self.num_classes],
+                                 scores, indexes % self.num_classes,
+                                 img_meta, rescale)

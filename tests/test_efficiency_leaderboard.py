@@ -133,3 +133,27 @@ def test_metafile_flops_are_set_in_place():
         '      FLOPs: 7.0']
     assert leaderboard.set_metafile_flops(
         new, {'configs/x/a.py': 2.5, 'configs/x/b.py': 3.5}) == new
+
+
+def test_cpu_table_replaced_between_markers(tmp_path):
+    """docs/deployment.md's latency table is rewritten from the leaderboard
+    rows between its markers; the text around it stays."""
+    spec = importlib.util.spec_from_file_location('efficiency_run3', RUN)
+    leaderboard = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(leaderboard)
+    start, end = leaderboard.CPU_TABLE
+    doc = tmp_path / 'deployment.md'
+    doc.write_text(f'intro\n{start}\nold table\n{end}\n\noutro\n')
+    row = dict(family='DINO', name='dino', config='configs/dino/x.py',
+               pytorch_ms=200.0, onnxruntime_ms=150.0, pytorch_ratio=1.0,
+               onnxruntime_ratio=1.0)
+    assert leaderboard.write_cpu_table([row], str(doc))
+    text = doc.read_text()
+    assert text.startswith('intro\n') and text.endswith(f'{end}\n\noutro\n')
+    assert 'old table' not in text
+    assert '| DINO | [dino](../configs/dino/x.py) | 200 | 150 | 1.00 | ' \
+        '1.00 | 0.75 |' in text
+    plain = tmp_path / 'plain.md'
+    plain.write_text('no markers\n')
+    assert not leaderboard.write_cpu_table([row], str(plain))
+    assert plain.read_text() == 'no markers\n'

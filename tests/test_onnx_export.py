@@ -3,11 +3,11 @@ of every model family: ONNX Runtime gives PyTorch's detections on real
 synthetic-shapes images, the graph holds standard operators only, bad input
 fails clearly.
 
-One tiny shapes config per architecture: the Lite-DINO (h2l2 / h3l1, 1 or 3
-blocks) and Lite-Deformable-DETR configs differ only in level split and
-block count, so one of each is exported; the ACT L16 / L20 / L24 / L32 (and
-MTKD) configs differ only in the number of hash rounds, L16 is exported.
+Every tiny shapes config of the package is exported (22 configs; the ACT
+ones differ only in hash rounds, and exporting L32 found an ONNX Runtime
+int64 reduction that changed every packed hash).
 """
+import glob
 import importlib.util
 import os.path as osp
 
@@ -26,25 +26,21 @@ from efficient_detr_mm.deployment import (check_input_shape,
 SHAPE = (128, 160)
 ATOL = 1e-3
 
-#: (config, operators the graph must contain)
-CONFIGS = [
-    ('detr/detr_r18-tiny_1xb4-12e_shapes.py', ()),
-    ('detr/detr_r18-tiny-dc5_1xb4-12e_shapes.py', ()),
-    ('deformable_detr/'
-     'deformable-detr-refine-twostage_r18-tiny_1xb4-12e_shapes.py',
-     ('GridSample', )),
-    ('dino/dino-4scale_r18-tiny_1xb4-12e_shapes.py', ('GridSample', )),
-    ('focus_detr/focus-detr-4scale_r18-tiny_1xb4-12e_shapes.py',
-     ('GridSample', 'TopK', 'ScatterElements')),
-    ('lite_detr/lite-dino-h2l2-3blk_r18-tiny_1xb4-12e_shapes.py',
-     ('GridSample', )),
-    ('lite_detr/lite-deformable-detr-h3l1-2blk_r18-tiny_1xb4-12e_shapes.py',
-     ('GridSample', )),
-    ('smca/smca_r18-tiny_1xb4-12e_shapes.py', ()),
-    ('smca/smca-ms_r18-tiny_1xb4-12e_shapes.py', ()),
-    # the number of clusters is data-dependent: NonZero
-    ('act/act-l16_r18-tiny-dc5_1xb4-12e_shapes.py', ('NonZero', )),
-]
+#: operators the graph must contain, by config folder: deformable sampling
+#: as GridSample, Focus-DETR's token selection, ACT's data-dependent number
+#: of clusters (NonZero)
+FAMILY_OPS = {
+    'deformable_detr': ('GridSample', ),
+    'dino': ('GridSample', ),
+    'focus_detr': ('GridSample', 'TopK', 'ScatterElements'),
+    'lite_detr': ('GridSample', ),
+    'act': ('NonZero', ),
+}
+#: every tiny synthetic-shapes config of the package, with its operators
+CONFIGS = [(osp.relpath(p, osp.join(REPO, 'configs')),
+            FAMILY_OPS.get(osp.basename(osp.dirname(p)), ()))
+           for p in sorted(glob.glob(osp.join(REPO, 'configs', '*',
+                                              '*_shapes.py')))]
 
 
 def cfg_path(rel):
@@ -208,3 +204,28 @@ def test_unsupported_inputs(tmp_path):
         load_export_model(
             cfg_path('detr/detr_r18-tiny_1xb4-12e_shapes.py'), SHAPE,
             checkpoint=str(tmp_path / 'missing.pth'))
+
+
+@pytest.mark.parametrize('rounds', [16, 32])
+def test_exported_hash_packing_is_exact(rounds, tmp_path):
+    """ACT's packed hashes (2 bits a round, wrapping in int64) are the same
+    in ONNX Runtime: with 32 rounds the terms reach 2**62, where an int64
+    ReduceSum of ONNX Runtime was inexact (every hash differed)."""
+    import onnxruntime as ort
+
+    from efficient_detr_mm.act import pack_codes
+
+    class Pack(torch.nn.Module):
+
+        def forward(self, codes):
+            return pack_codes(codes, 2)
+
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(-6, 7, (4, 50, rounds), generator=g)
+    path = str(tmp_path / 'pack.onnx')
+    torch.onnx.export(
+        Pack(), (codes, ), path, dynamo=False, opset_version=17,
+        input_names=['codes'])
+    sess = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    out = sess.run(None, {'codes': codes.numpy()})[0]
+    np.testing.assert_array_equal(out, Pack()(codes).numpy())

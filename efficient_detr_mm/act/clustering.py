@@ -97,7 +97,14 @@ def pack_codes(codes: Tensor, bits_per_round: int = 2) -> Tensor:
     mults = [((1 << (bits_per_round * r)) + 2**63) % 2**64 - 2**63
              for r in range(codes.shape[-1])]
     mults = torch.tensor(mults, dtype=torch.long, device=codes.device)
-    return (codes * mults).sum(dim=-1)
+    terms = codes * mults
+    # summed by explicit int64 additions, not a reduction: ONNX Runtime's
+    # int64 ReduceSum is inexact once the terms pass 2**53 (L = 32 rounds
+    # reach 2**62), which changed every exported hash
+    packed = terms[..., 0]
+    for r in range(1, terms.shape[-1]):
+        packed = packed + terms[..., r]
+    return packed
 
 
 @torch.no_grad()

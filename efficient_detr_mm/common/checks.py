@@ -29,6 +29,13 @@ class NonFiniteError(FloatingPointError):
 
 
 # ---------------------------------------------------------------- build time
+def check_bool(name: str, value) -> bool:
+    """``value`` of the config key ``name``, which must be True or False."""
+    if not isinstance(value, bool):
+        raise ValueError(f'{name} must be True or False, got {value!r}')
+    return value
+
+
 def check_num_queries(detector: nn.Module) -> None:
     """``num_queries`` must be a positive integer."""
     n = getattr(detector, 'num_queries', None)

@@ -13,19 +13,15 @@ from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
-
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f'{name} must be True or False, got {value!r}')
-    return value
+from .checks import check_bool
 
 
 def clip_boxes_option(test_cfg, default: bool) -> bool:
     """``test_cfg.clip_boxes`` (whether boxes are clipped to the image as
     mmdet's heads do; the official DETR-family post-processing does not),
     checked to be a bool."""
-    return _check_bool('test_cfg.clip_boxes',
-                       (test_cfg or {}).get('clip_boxes', default))
+    return check_bool('test_cfg.clip_boxes',
+                      (test_cfg or {}).get('clip_boxes', default))
 
 
 def unclipped_results(bbox_pred: Tensor, scores: Tensor, labels: Tensor,
@@ -95,9 +91,9 @@ class EffDINOHead(DINOHead):
             raise ValueError('inverse_sigmoid_eps must be a number in '
                              f'(0, 0.5), got {inverse_sigmoid_eps!r}')
         self.inverse_sigmoid_eps = float(inverse_sigmoid_eps)
-        self.dec_pred_class_embed_share = _check_bool(
+        self.dec_pred_class_embed_share = check_bool(
             'dec_pred_class_embed_share', dec_pred_class_embed_share)
-        self.dec_pred_bbox_embed_share = _check_bool(
+        self.dec_pred_bbox_embed_share = check_bool(
             'dec_pred_bbox_embed_share', dec_pred_bbox_embed_share)
         super().__init__(*args, **kwargs)
 

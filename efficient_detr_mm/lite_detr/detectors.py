@@ -4,6 +4,7 @@ import copy
 from mmdet.registry import MODELS
 from mmdet.utils import ConfigType
 
+from ..common.checks import check_bool
 from ..common.detectors import EffDeformableDETR, EffDINO
 from .kd_attention import KDAttention
 
@@ -28,9 +29,7 @@ def lite_transformer_cfgs(encoder: ConfigType, decoder: ConfigType,
     Returns:
         tuple[dict, dict]: new encoder and decoder configs.
     """
-    if not isinstance(decoder_key_aware, bool):
-        raise ValueError('decoder_key_aware must be True or False, got '
-                         f'{decoder_key_aware!r}')
+    check_bool('decoder_key_aware', decoder_key_aware)
     encoder = copy.deepcopy(dict(encoder))
     encoder.setdefault('type', DEFAULT_ENCODER)
     decoder = copy.deepcopy(dict(decoder))
